@@ -1,0 +1,3 @@
+from convssl.cli import main
+
+raise SystemExit(main())

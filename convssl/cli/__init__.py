@@ -1,0 +1,71 @@
+"""`convssl` command line: one module per verb in this package.
+
+A verb module defines `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`.
+Verbs are discovered from the module names, so adding a verb is adding one file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import pkgutil
+import sys
+from types import ModuleType
+
+from convssl import __version__
+
+VERB_ORDER = ["prepare", "tokenizer", "pretrain", "evaluate", "finetune", "serve", "feedback"]
+
+
+class UserError(Exception):
+    """An error caused by the user's input: printed as one clear line, no traceback."""
+
+
+def _verb_modules() -> dict[str, ModuleType]:
+    names = [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
+    ordered = [n for n in VERB_ORDER if n in names] + sorted(n for n in names if n not in VERB_ORDER)
+    return {name: importlib.import_module(f"convssl.cli.{name}") for name in ordered}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="convssl",
+        description="Self-supervised learning for conversational AI.",
+    )
+    parser.add_argument("--version", action="version", version=f"convssl {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    for name, module in _verb_modules().items():
+        verb_parser = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(verb_parser)
+        verb_parser.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except UserError as exc:
+        print(f"convssl {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"convssl {args.verb}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # config and data errors carry their own clear messages
+        from convssl.config import ConfigError
+
+        if isinstance(exc, (ConfigError, FileNotFoundError)) and not os.environ.get("CONVSSL_DEBUG"):
+            print(f"convssl {args.verb}: error: {exc}", file=sys.stderr)
+            return 2
+        raise

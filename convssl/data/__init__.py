@@ -1,0 +1,1 @@
+"""Reading, curating, tokenising and sharding dialogue data."""

@@ -1,0 +1,1 @@
+"""Downstream models: intent classifiers with out-of-scope rejection, few-shot learning."""

@@ -1,0 +1,1 @@
+"""Evaluation of representations on downstream tasks, beside baselines."""

@@ -1,0 +1,1 @@
+"""Model architectures, size presets and loading of local Hugging Face folders."""

@@ -1,0 +1,1 @@
+"""Pretext objectives: one module per objective behind the interface in `base.py`."""

@@ -1,0 +1,1 @@
+"""The chatbot service: chat API, escalation, agent console, feedback store."""
