@@ -1,0 +1,93 @@
+"""Sentence embeddings from any local Hugging Face encoder folder.
+
+Evaluation (probes, kNN, response selection) and serving (response bank) both need the same
+thing: a frozen encoder turned into one vector per text, with the pooling the model was trained
+with. Keeping it in one place keeps their numbers comparable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+Pooling = Literal["mean", "cls"]
+
+
+class ModelFolderError(FileNotFoundError):
+    """A path that should be a local Hugging Face model folder is not one."""
+
+
+def check_model_folder(path: str | Path) -> Path:
+    """Fail fast, offline, with the path in the message, instead of letting transformers try a hub."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise ModelFolderError(f"model folder {folder} does not exist (convssl loads local folders only)")
+    if not (folder / "config.json").exists():
+        raise ModelFolderError(f"{folder} is not a Hugging Face model folder: config.json is missing")
+    return folder
+
+
+def resolve_model_path(path: str | Path) -> Path:
+    """Accept a model folder or a convssl run folder (whose `final/` holds the model)."""
+    folder = Path(path)
+    if not (folder / "config.json").exists() and (folder / "final" / "config.json").exists():
+        folder = folder / "final"
+    return check_model_folder(folder)
+
+
+class Encoder:
+    """A frozen encoder: texts in, L2-normalisable float32 vectors out."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer, pooling: Pooling = "mean", max_length: int = 128):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.pooling = pooling
+        self.max_length = max_length
+
+    @classmethod
+    def load(cls, path: str | Path, pooling: Pooling = "mean", max_length: int = 128) -> Encoder:
+        from transformers import AutoModel, AutoTokenizer
+
+        folder = resolve_model_path(path)
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        model = AutoModel.from_pretrained(str(folder), local_files_only=True)
+        return cls(model, tokenizer, pooling=pooling, max_length=max_length)
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @torch.inference_mode()
+    def embed(self, texts: Sequence[str], batch_size: int = 64, normalize: bool = False) -> np.ndarray:
+        """Embed texts in length-sorted batches so that little compute goes to padding."""
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(texts), batch_size):
+            idx = order[start : start + batch_size]
+            batch = self.tokenizer(
+                [texts[i] for i in idx],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            )
+            hidden = self.model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+            ).last_hidden_state
+            out[idx] = pool(hidden, batch["attention_mask"], self.pooling).float().numpy()
+        if normalize:
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling = "mean") -> torch.Tensor:
+    if pooling == "cls":
+        return hidden[:, 0]
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
