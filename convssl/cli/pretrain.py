@@ -1,0 +1,88 @@
+"""`convssl pretrain`: self-supervised pretraining on prepared dialogue shards.
+
+Launch one process directly, or several with
+`torchrun --nproc_per_node=N -m convssl pretrain ...` (DistributedDataParallel).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from pathlib import Path
+
+from convssl.cli import UserError
+
+HELP = "pretrain an encoder or decoder with self-supervised objectives (MLM, CLM, NUP, contrastive)"
+LOG = logging.getLogger("convssl.pretrain")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        help="YAML config or preset name in convssl/configs (e.g. pretrain_mini_mlm); "
+        "with --resume and no --config, RUN/config.yaml is reused",
+    )
+    parser.add_argument("--data", help="prepared data folder (tokenizer/ + shards/); same as data=DIR")
+    parser.add_argument("--out", required=True, metavar="RUN", help="run folder for checkpoints, logs and final/")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the latest checkpoint in RUN (exactly, same losses)"
+    )
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. lr=3e-4 model.dropout=0")
+
+
+def _load(args: argparse.Namespace):
+    from convssl.config import load_config
+    from convssl.train.config import PretrainConfig
+
+    run_dir = Path(args.out)
+    config_path = args.config
+    if config_path is None and args.resume and (run_dir / "config.yaml").exists():
+        config_path = str(run_dir / "config.yaml")
+    overrides = list(args.overrides)
+    if args.data:
+        overrides.append(f"data={args.data}")
+    config = load_config(PretrainConfig, config_path, overrides)
+    config.validate()
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    from convssl.train.loop import INTERRUPTED_EXIT, TrainingInterrupted, pretrain
+
+    for bad in [o for o in args.overrides if "=" not in o]:
+        raise UserError(f"override {bad!r} must look like key=value (e.g. max_steps=100)")
+    config = _load(args)
+    if not Path(config.data).is_dir():
+        raise UserError(f"data folder {config.data} does not exist; create it with `convssl prepare`")
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    run_dir = Path(args.out)
+    if is_main:
+        from convssl.runs import prepare_run_dir
+
+        prepare_run_dir(run_dir, config, log_name="pretrain.log")
+    try:
+        result = pretrain(config, run_dir, resume=args.resume)
+    except TrainingInterrupted as exc:
+        if is_main:
+            print(f"interrupted after step {exc.step}; checkpoint saved in {exc.checkpoint}")
+            print(f"continue with: convssl pretrain --out {run_dir} --resume")
+        return INTERRUPTED_EXIT
+    except FileExistsError as exc:
+        raise UserError(str(exc)) from exc
+    finally:
+        from convssl.train.distributed import shutdown_if_initialised
+
+        shutdown_if_initialised()
+    if is_main:
+        summary = {
+            "steps": result.steps,
+            "tokens_seen": result.tokens_seen,
+            "final": str(result.final_dir),
+            "best": result.best,
+            "stopped_early": result.stopped_early,
+            "last": {k: v for k, v in result.last_metrics.items() if k.startswith(("loss", "val"))},
+        }
+        print(json.dumps(summary, indent=2))
+    return 0

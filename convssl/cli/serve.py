@@ -1,0 +1,45 @@
+"""`convssl serve`: the chat API, agent console and feedback store in one process."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from convssl.cli import UserError
+
+HELP = "serve the chatbot: chat API and page, escalation to agents, agent console, feedback"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML config file or preset name (e.g. serve_demo)")
+    parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default 8000)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="config overrides, e.g. classifier_path=runs/intent escalation.low_confidence_turns=1")
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from convssl.config import load_config
+    from convssl.serve.app import create_app, uvicorn_config
+    from convssl.serve.bot import Brain
+    from convssl.serve.config import ServeConfig
+
+    config = load_config(ServeConfig, args.config, args.overrides)
+    if args.host:
+        config.host = args.host
+    if args.port is not None:
+        config.port = args.port
+    if not config.classifier_path:
+        raise UserError("no intent classifier: pass classifier_path=DIR (a `convssl finetune` output folder)")
+    logging.getLogger("convssl").info("loading models (classifier %s)", config.classifier_path)
+    try:
+        brain = Brain.load(config)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UserError(str(exc)) from exc
+    app = create_app(config, brain)
+    print(f"convssl serve: chat on http://{config.host}:{config.port}/ , agent console on "
+          f"http://{config.host}:{config.port}/agent , database {config.db_path}", flush=True)
+    uvicorn.Server(uvicorn_config(app, config.host, config.port, config.log_level)).run()
+    return 0

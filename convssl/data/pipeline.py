@@ -1,0 +1,504 @@
+"""`convssl prepare`: read, curate, split, report, tokenise and shard a conversational corpus.
+
+Each stage counts what it received, what it removed and why, and how long it took, so the report
+can prove that read = kept + removed-per-reason and show where the time goes. Dialogues are
+split by a hash of their id, after deduplication, so no dialogue (or a copy of it) can sit in
+two splits, and adding data never moves an existing dialogue to another split.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from convssl.data.curate import (
+    PII_TYPES,
+    LanguageFilter,
+    PiiScrubber,
+    QualityConfig,
+    dialogue_text,
+    exact_duplicates,
+    near_duplicates,
+    normalize_text,
+    quality_reason,
+)
+from convssl.data.dialogue import Dialogue, IntentExample
+from convssl.data.readers import FORMATS, ReadResult, read_inputs
+from convssl.data.readers._common import DEFAULT_MAX_LINE_BYTES
+from convssl.data.rejects import RejectLog
+from convssl.data.report import corpus_arrays, corpus_stats, write_report
+from convssl.data.splits import DEFAULT_RATIOS, assign_split, validate_ratios
+
+LOG = logging.getLogger("convssl.prepare")
+
+CURATION_STAGES = ("normalize", "pii", "quality", "language", "exact_dedup", "near_dedup")
+
+
+@dataclass
+class InputsConfig:
+    # Files or folders; empty means the chitchat corpus from the `chitchat-dataset` package.
+    paths: list[str] = field(default_factory=list)
+    # One of FORMATS, or None to detect per file.
+    format: str | None = None
+    # Stop at the first malformed record instead of logging it to rejects.jsonl.
+    strict: bool = False
+    # Read at most this many records per input (quick trials); None reads everything.
+    limit: int | None = None
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+
+
+@dataclass
+class TextConfig:
+    fix_unicode: bool = True
+    form: str = "NFKC"
+    lowercase: bool = False
+
+
+@dataclass
+class PiiConfig:
+    types: list[str] = field(default_factory=lambda: list(PII_TYPES))
+
+
+@dataclass
+class DedupConfig:
+    exact: bool = True
+    near: bool = True
+    threshold: float = 0.8
+    num_perm: int = 128
+    ngram: int = 5
+    seed: int = 0
+
+
+@dataclass
+class LanguageConfig:
+    keep: list[str] = field(default_factory=lambda: ["en"])
+    min_confidence: float = 0.5
+    min_chars: int = 20
+
+
+@dataclass
+class SplitConfig:
+    # Shares of dialogues per split (by a hash of the id); 0 leaves a split out.
+    train: float = DEFAULT_RATIOS["train"]
+    validation: float = DEFAULT_RATIOS["validation"]
+    test: float = DEFAULT_RATIOS["test"]
+    seed: int = 0
+
+    @property
+    def ratios(self) -> dict[str, float]:
+        return {name: r for name, r in (("train", self.train), ("validation", self.validation), ("test", self.test)) if r}
+
+
+@dataclass
+class TokenizerConfig:
+    # False skips the tokenizer and the shards (`--no-tokenize`).
+    enabled: bool = True
+    # Reuse this local tokenizer or model folder instead of training one.
+    path: str | None = None
+    kind: str = "wordpiece"
+    vocab_size: int = 16000
+    min_frequency: int = 2
+    lowercase: bool = False
+
+
+@dataclass
+class ShardConfig:
+    shard_tokens: int = 8_000_000
+    batch_size: int = 2048
+
+
+@dataclass
+class PrepareConfig:
+    inputs: InputsConfig = field(default_factory=InputsConfig)
+    # Curation stages to run, in this order; remove one to skip it.
+    stages: list[str] = field(default_factory=lambda: list(CURATION_STAGES))
+    text: TextConfig = field(default_factory=TextConfig)
+    pii: PiiConfig = field(default_factory=PiiConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    language: LanguageConfig = field(default_factory=LanguageConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    shards: ShardConfig = field(default_factory=ShardConfig)
+    plots: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.stages if s not in CURATION_STAGES]
+        if unknown:
+            raise ValueError(f"stages: unknown stage(s) {unknown}; choose from {list(CURATION_STAGES)}")
+        if self.inputs.format is not None and self.inputs.format not in FORMATS:
+            raise ValueError(f"inputs.format: {self.inputs.format!r} is not one of {list(FORMATS)}")
+        validate_ratios(self.split.ratios)
+        if not 0.0 < self.dedup.threshold <= 1.0:
+            raise ValueError(f"dedup.threshold must be in (0, 1], got {self.dedup.threshold}")
+
+
+# ------------------------------------------------------------------------------------------
+# helpers
+
+
+def _turns(dialogues: Sequence[Dialogue]) -> int:
+    return sum(len(d.turns) for d in dialogues)
+
+
+def _bar(enabled: bool, total: int, desc: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=" dialogues", leave=False, disable=not enabled, mininterval=0.5)
+
+
+class _FilteredLog:
+    """Writes one line per dialogue a filter removed (`DIR/filtered.jsonl`), for audits."""
+
+    def __init__(self, path: Path) -> None:
+        self._fh: IO[str] = path.open("w", encoding="utf-8")
+
+    def write(self, dialogue: Dialogue, stage: str, reason: str, **extra: Any) -> None:
+        entry = {"id": dialogue.id, "source": dialogue.source, "stage": stage, "reason": reason, **extra}
+        self._fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+class _Run:
+    """State of one prepare run: timings, stage records and the filtered-dialogue log."""
+
+    def __init__(self, out: Path, progress: bool) -> None:
+        self.out = out
+        self.progress = progress
+        self.timings: dict[str, float] = {}
+        self.stages: list[dict[str, Any]] = []
+        self.filtered = _FilteredLog(out / "filtered.jsonl")
+
+    @contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        LOG.info("stage %s ...", name)
+        yield
+        self.timings[name] = round(time.perf_counter() - start, 3)
+
+    def record(
+        self, name: str, before: Sequence[Dialogue], after: Sequence[Dialogue], removed: Counter[str], **extra: Any
+    ) -> None:
+        seconds = self.timings.get(name, 0.0)
+        turns_in = _turns(before)
+        entry = {
+            "stage": name,
+            "dialogues_in": len(before),
+            "dialogues_out": len(after),
+            "turns_in": turns_in,
+            "turns_out": _turns(after),
+            "removed": dict(sorted(removed.items(), key=lambda kv: -kv[1])),
+            "seconds": seconds,
+            "turns_per_second": round(turns_in / seconds) if seconds > 0 else None,
+            **extra,
+        }
+        self.stages.append(entry)
+        LOG.info("%s: %d -> %d dialogues %s (%.2f s)", name, len(before), len(after), entry["removed"] or "", seconds)
+
+    def drop(
+        self, name: str, dialogues: list[Dialogue], reasons: Iterable[str | None], **extra: Any
+    ) -> list[Dialogue]:
+        """Keep dialogues whose reason is None; log and count the others."""
+        kept: list[Dialogue] = []
+        removed: Counter[str] = Counter()
+        for dialogue, reason in zip(dialogues, reasons, strict=True):
+            if reason is None:
+                kept.append(dialogue)
+            else:
+                removed[reason] += 1
+                self.filtered.write(dialogue, name, reason)
+        self.record(name, dialogues, kept, removed, **extra)
+        return kept
+
+
+# ------------------------------------------------------------------------------------------
+# stages
+
+
+def unique_ids(dialogues: list[Dialogue]) -> int:
+    """Give clashing ids (same id in two inputs) a `#n` suffix; the split hashes ids, so they must differ."""
+    seen: set[str] = set()
+    renamed = 0
+    for dialogue in dialogues:
+        if dialogue.id in seen:
+            base, n = dialogue.id, 2
+            while f"{base}#{n}" in seen:
+                n += 1
+            dialogue.meta = {**dialogue.meta, "original_id": base}
+            dialogue.id = f"{base}#{n}"
+            renamed += 1
+        seen.add(dialogue.id)
+    return renamed
+
+
+def _normalize(run: _Run, dialogues: list[Dialogue], cfg: TextConfig) -> None:
+    changed = 0
+    with run.timed("normalize"):
+        bar = _bar(run.progress, len(dialogues), "normalize")
+        for dialogue in dialogues:
+            for turn in dialogue.turns:
+                new = normalize_text(turn.text, fix_unicode=cfg.fix_unicode, form=cfg.form, lowercase=cfg.lowercase)
+                if new != turn.text:
+                    changed += 1
+                    turn.text = new
+            bar.update(1)
+        bar.close()
+    run.record("normalize", dialogues, dialogues, Counter(), changed_turns=changed)
+
+
+def _scrub(run: _Run, dialogues: list[Dialogue], scrubber: PiiScrubber) -> Counter[str]:
+    found: Counter[str] = Counter()
+    changed = 0
+    with run.timed("pii"):
+        bar = _bar(run.progress, len(dialogues), "pii")
+        for dialogue in dialogues:
+            for turn in dialogue.turns:
+                text, counts = scrubber.scrub(turn.text)
+                if counts:
+                    found.update(counts)
+                    changed += 1
+                    turn.text = text
+            bar.update(1)
+        bar.close()
+    run.record("pii", dialogues, dialogues, Counter(), changed_turns=changed, replaced=dict(found))
+    return found
+
+
+def _with_bar(run: _Run, items: Sequence[Any], desc: str, fn: Callable[[Any], str | None]) -> list[str | None]:
+    bar = _bar(run.progress, len(items), desc)
+    out = []
+    for item in items:
+        out.append(fn(item))
+        bar.update(1)
+    bar.close()
+    return out
+
+
+def curate(run: _Run, dialogues: list[Dialogue], config: PrepareConfig) -> tuple[list[Dialogue], Counter[str]]:
+    """Run the configured curation stages in order; returns the kept dialogues and PII counts."""
+    pii: Counter[str] = Counter()
+    for stage in config.stages:
+        if stage == "normalize":
+            _normalize(run, dialogues, config.text)
+        elif stage == "pii":
+            pii = _scrub(run, dialogues, PiiScrubber(config.pii.types))
+        elif stage == "quality":
+            with run.timed(stage):
+                reasons = _with_bar(run, dialogues, stage, lambda d: quality_reason(d, config.quality))
+            dialogues = run.drop(stage, dialogues, reasons)
+        elif stage == "language":
+            lf = LanguageFilter(config.language.keep, config.language.min_confidence, config.language.min_chars)
+            with run.timed(stage):
+                reasons = _with_bar(run, dialogues, stage, lf.reason)
+            dialogues = run.drop(stage, dialogues, reasons)
+        elif stage == "exact_dedup" and config.dedup.exact:
+            with run.timed(stage):
+                drop = set(exact_duplicates(dialogues))
+            dialogues = run.drop(stage, dialogues, ["exact_duplicate" if i in drop else None for i in range(len(dialogues))])
+        elif stage == "near_dedup" and config.dedup.near:
+            d = config.dedup
+            with run.timed(stage):
+                drop = set(near_duplicates([dialogue_text(x) for x in dialogues], d.threshold, d.num_perm, d.ngram, d.seed))
+            dialogues = run.drop(stage, dialogues, ["near_duplicate" if i in drop else None for i in range(len(dialogues))],
+                                 threshold=d.threshold)
+    return dialogues, pii
+
+
+def split_dialogues(dialogues: Iterable[Dialogue], cfg: SplitConfig) -> dict[str, list[Dialogue]]:
+    splits: dict[str, list[Dialogue]] = {name: [] for name in cfg.ratios}
+    for dialogue in dialogues:
+        splits[assign_split(dialogue.id, cfg.ratios, cfg.seed)].append(dialogue)
+    return splits
+
+
+def curate_intents(
+    run: _Run, intents: list[IntentExample], config: PrepareConfig
+) -> tuple[list[IntentExample], Counter[str], Counter[str]]:
+    """Normalise and scrub intent examples; they keep their given split and are not deduplicated."""
+    scrubber = PiiScrubber(config.pii.types) if "pii" in config.stages else None
+    kept: list[IntentExample] = []
+    removed: Counter[str] = Counter()
+    pii: Counter[str] = Counter()
+    with run.timed("intents"):
+        for example in intents:
+            text = example.text
+            if "normalize" in config.stages:
+                t = config.text
+                text = normalize_text(text, fix_unicode=t.fix_unicode, form=t.form, lowercase=t.lowercase)
+            if scrubber is not None:
+                text, counts = scrubber.scrub(text)
+                pii.update(counts)
+            if not text.strip():
+                removed["empty_text"] += 1
+                continue
+            example.text = text
+            kept.append(example)
+    return kept, removed, pii
+
+
+def write_jsonl(path: Path, records: Iterable[Any]) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with path.open("w", encoding="utf-8") as fh:
+        for record in records:
+            fh.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
+            count += 1
+    return count
+
+
+def _split_summary(dialogues: Sequence[Dialogue]) -> dict[str, Any]:
+    return {
+        "dialogues": len(dialogues),
+        "turns": _turns(dialogues),
+        "by_source": dict(Counter(d.source for d in dialogues).most_common()),
+    }
+
+
+def _intent_summary(examples: Sequence[IntentExample]) -> dict[str, Any]:
+    return {
+        "examples": len(examples),
+        "labels": len({e.label for e in examples}),
+        "by_source": dict(Counter(e.source for e in examples).most_common()),
+    }
+
+
+def tokenize_and_shard(
+    run: _Run, splits: dict[str, list[Dialogue]], cfg: PrepareConfig, sources: list[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train (or reuse) the tokenizer, then write shards and the manifest for every split."""
+    from convssl.data.shards import write_manifest, write_shards
+    from convssl.data.tokenizer import load_tokenizer, tokenizer_info, train_tokenizer
+
+    tok_dir = run.out / "tokenizer"
+    t = cfg.tokenizer
+    with run.timed("tokenizer"):
+        if t.path:
+            tokenizer = load_tokenizer(t.path)
+            if tok_dir.exists():
+                shutil.rmtree(tok_dir)
+            tokenizer.save_pretrained(str(tok_dir))
+            trained = False
+        else:
+            train = splits.get("train", [])
+            if not train:
+                raise ValueError("no dialogues in the train split to train a tokenizer on; "
+                                 "pass --tokenizer PATH or --no-tokenize")
+            texts = (turn.text for d in train for turn in d.turns)
+            train_tokenizer(texts, tok_dir, kind=t.kind, vocab_size=t.vocab_size, min_frequency=t.min_frequency,
+                            lowercase=t.lowercase, length=_turns(train))
+            trained = True
+        tokenizer = load_tokenizer(tok_dir)
+    info = {**tokenizer_info(tokenizer), "path": str(tok_dir), "trained": trained, "source": t.path or "train split"}
+    stats: dict[str, Any] = {}
+    with run.timed("shards"):
+        for name, dialogues in splits.items():
+            stats[name] = write_shards(dialogues, tokenizer, run.out / "shards", name, cfg.shards.shard_tokens,
+                                       cfg.shards.batch_size, source=",".join(sources), progress=run.progress)
+        write_manifest(run.out / "shards", tok_dir, stats, sources)
+    summary = {name: {"dialogues": s["dialogues"], "turns": s["turns"], "tokens": s["tokens"],
+                      "shards": len(s["shards"]), "seconds": s["seconds"]} for name, s in stats.items()}
+    return info, summary
+
+
+# ------------------------------------------------------------------------------------------
+# the run
+
+
+def run_prepare(config: PrepareConfig, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Run the whole pipeline into `out_dir` and return the report (also written as report.json)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    run = _Run(out, progress)
+    try:
+        with RejectLog(out / "rejects.jsonl", strict=config.inputs.strict) as rejects:
+            with run.timed("read"):
+                result = _read(run, config, rejects)
+            report = _curate_and_write(run, config, result, rejects, started)
+    finally:
+        run.filtered.close()
+    return report
+
+
+def _read(run: _Run, config: PrepareConfig, rejects: RejectLog) -> ReadResult:
+    from tqdm import tqdm
+
+    bar = tqdm(desc="read", unit=" records", leave=False, disable=not run.progress, mininterval=0.5)
+    result = read_inputs(config.inputs.paths or None, format=config.inputs.format, strict=config.inputs.strict,
+                         rejects=rejects, limit=config.inputs.limit, max_line_bytes=config.inputs.max_line_bytes,
+                         progress=lambda _name, n: bar.update(n))
+    bar.close()
+    return result
+
+
+def _curate_and_write(
+    run: _Run, config: PrepareConfig, result: ReadResult, rejects: RejectLog, started: float
+) -> dict[str, Any]:
+    out = run.out
+    dialogues = result.dialogues
+    renamed = unique_ids(dialogues)
+    read_stage = {"stage": "read", "dialogues_in": len(dialogues), "dialogues_out": len(dialogues),
+                  "turns_in": _turns(dialogues), "turns_out": _turns(dialogues), "removed": {},
+                  "seconds": run.timings["read"], "renamed_duplicate_ids": renamed,
+                  "turns_per_second": round(_turns(dialogues) / run.timings["read"]) if run.timings["read"] else None}
+    run.stages.append(read_stage)
+    kept, pii = curate(run, dialogues, config)
+    with run.timed("split"):
+        splits = split_dialogues(kept, config.split)
+    intents, intents_removed, intents_pii = curate_intents(run, result.intents, config)
+    with run.timed("write"):
+        for name, items in splits.items():
+            write_jsonl(out / "dialogues" / f"{name}.jsonl", items)
+        intent_splits: dict[str, list[IntentExample]] = {}
+        for example in intents:
+            intent_splits.setdefault(example.split, []).append(example)
+        for name, items in intent_splits.items():
+            write_jsonl(out / "intents" / f"{name}.jsonl", items)
+    sources = [s["input"] for s in result.sources]
+    report: dict[str, Any] = {
+        "out_dir": str(out),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "inputs": result.sources,
+        "counts": {
+            "records_read": len(result.dialogues) + len(result.intents) + rejects.total,
+            "dialogues_read": len(result.dialogues),
+            "intents_read": len(result.intents),
+            "rejected": rejects.total,
+            "dialogues_removed": len(result.dialogues) - len(kept),
+            "dialogues_kept": len(kept),
+            "turns_read": read_stage["turns_in"],
+            "turns_kept": _turns(kept),
+            "intents_removed": sum(intents_removed.values()),
+            "intents_kept": len(intents),
+            "renamed_duplicate_ids": renamed,
+        },
+        "rejects": dict(rejects.counts.most_common()),
+        "stages": run.stages,
+        "pii": dict((pii + intents_pii).most_common()),
+        "pii_dialogues": dict(pii.most_common()),
+        "pii_intents": dict(intents_pii.most_common()),
+        "splits": {name: _split_summary(items) for name, items in splits.items()},
+        "intents": {name: _intent_summary(items) for name, items in sorted(intent_splits.items())},
+        "intents_removed": dict(intents_removed),
+        "config_file": "config.yaml",
+    }
+    if config.tokenizer.enabled and kept:
+        report["tokenizer"], report["shards"] = tokenize_and_shard(run, splits, config, sources)
+    with run.timed("report"):
+        arrays = corpus_arrays(kept)
+        report["stats"] = corpus_stats(arrays)
+        report["timings"] = {**run.timings, "total": round(time.perf_counter() - started, 3)}
+        write_report(report, out, arrays if config.plots else None)
+    report["timings"] = {**run.timings, "total": round(time.perf_counter() - started, 3)}
+    write_report(report, out, None)
+    return report

@@ -1,0 +1,163 @@
+"""Intent sets for downstream tasks: CSV `text,label` (BANKING77: `text,category`) or JSON.
+
+JSON may be CLINC150's `data_full.json` (split name -> list of `[text, intent]`), a list of
+`[text, label]` pairs or `{"text", "label"}` objects; JSONL holds one `{"text", "label"[, "split"]}`
+per line (what `prepare` writes to `DIR/intents/`). The given splits are kept: a CSV file's
+split comes from its name (train.csv, test.csv), a JSON key names its own split.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from convssl.data.dialogue import IntentExample
+from convssl.data.readers._common import DEFAULT_MAX_LINE_BYTES, decoded_lines, read_json_document
+from convssl.data.readers.csvfile import csv_rows, header_columns
+from convssl.data.rejects import RejectLog
+
+LABEL_COLUMNS = ("label", "category", "intent")
+SPLIT_NAMES = {
+    "train": "train", "training": "train", "val": "validation", "valid": "validation", "dev": "validation",
+    "validation": "validation", "test": "test",
+}
+
+
+def split_of(name: str, default: str = "train") -> str:
+    """Split named by a file stem or JSON key: `val`, `oos_val` -> validation; unknown -> default."""
+    key = name.lower()
+    for prefix in ("oos_", "ood_"):
+        key = key.removeprefix(prefix)
+    return SPLIT_NAMES.get(key, default)
+
+
+def source_of(path: Path) -> str:
+    """BANKING77's train.csv is source `banking77`: a split-named file takes its folder's name."""
+    stem = path.stem.lower()
+    generic = stem in SPLIT_NAMES or stem in {"data", "data_full", "dataset", "intents"}
+    return path.parent.name if generic and path.parent.name else path.stem
+
+
+def is_intent_header(header: list[str]) -> bool:
+    cols = header_columns(header)
+    return "text" in cols and any(c in cols for c in LABEL_COLUMNS)
+
+
+def looks_like_intent_json(data: Any) -> bool:
+    if isinstance(data, dict) and data:
+        return all(isinstance(v, list) for v in data.values()) and any(
+            _is_pair(v[0]) for v in data.values() if v
+        )
+    return isinstance(data, list) and bool(data) and _is_pair(data[0])
+
+
+def _is_pair(item: Any) -> bool:
+    if isinstance(item, list):
+        return len(item) == 2 and all(isinstance(x, str) for x in item)
+    return isinstance(item, dict) and "text" in item and any(c in item for c in LABEL_COLUMNS)
+
+
+def read_intents(
+    path: str | Path,
+    rejects: RejectLog | None = None,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    limit: int | None = None,
+    **_: Any,
+) -> Iterator[IntentExample]:
+    path = Path(path)
+    rejects = rejects if rejects is not None else RejectLog()
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        items = _read_csv(path, rejects, max_line_bytes)
+    elif suffix == ".jsonl":
+        items = _read_jsonl(path, rejects, max_line_bytes)
+    else:
+        items = _read_json(path, rejects)
+    for count, item in enumerate(items):
+        if limit is not None and count >= limit:
+            return
+        yield item
+
+
+def _read_csv(path: Path, rejects: RejectLog, max_line_bytes: int) -> Iterator[IntentExample]:
+    rows = csv_rows(path, rejects, max_line_bytes)
+    first = next(rows, None)
+    if first is None:
+        return
+    line, header = first
+    cols = header_columns(header)
+    label_col = next((c for c in LABEL_COLUMNS if c in cols), None)
+    if "text" not in cols or label_col is None:
+        rejects.reject(path, line, "missing_field", "intent CSV header needs a 'text' and a 'label' (or 'category') column",
+                       ",".join(header))
+        return
+    i_text, i_label, width = cols["text"], cols[label_col], len(header)
+    split, source = split_of(path.stem), source_of(path)
+    for line, row in rows:
+        if len(row) != width:
+            rejects.reject(path, line, "malformed_record", f"row has {len(row)} fields, the header has {width}", ",".join(row))
+            continue
+        example = _example(path, line, row[i_text], row[i_label], split, source, rejects, row)
+        if example is not None:
+            yield example
+
+
+def _read_jsonl(path: Path, rejects: RejectLog, max_line_bytes: int) -> Iterator[IntentExample]:
+    default_split, source = split_of(path.stem), source_of(path)
+    for line, text in decoded_lines(path, rejects, max_line_bytes):
+        if not text.strip():
+            continue
+        try:
+            item = json.loads(text)
+        except json.JSONDecodeError as exc:
+            rejects.reject(path, line, "malformed_json", f"invalid JSON: {exc.msg} (column {exc.colno})", text)
+            continue
+        if not isinstance(item, dict):
+            rejects.reject(path, line, "malformed_record", "expected a {\"text\", \"label\"} object", item)
+            continue
+        label = next((item[c] for c in LABEL_COLUMNS if c in item), None)
+        split = split_of(str(item.get("split", default_split)), default_split)
+        example = _example(path, line, item.get("text"), label, split, str(item.get("source") or source), rejects, item)
+        if example is not None:
+            yield example
+
+
+def _read_json(path: Path, rejects: RejectLog) -> Iterator[IntentExample]:
+    parsed = read_json_document(path, rejects)
+    if parsed is None:
+        return
+    data = parsed[1]
+    source = source_of(path)
+    groups = data.items() if isinstance(data, dict) else [(path.stem, data)]
+    for key, items in groups:
+        if not isinstance(items, list):
+            rejects.reject(path, None, "malformed_record", f"key {key!r} must hold a list of [text, label] items")
+            continue
+        split = split_of(str(key), "train")
+        for i, item in enumerate(items):
+            if isinstance(item, dict):
+                text, label = item.get("text"), next((item[c] for c in LABEL_COLUMNS if c in item), None)
+            elif isinstance(item, list) and len(item) == 2:
+                text, label = item
+            else:
+                rejects.reject(path, None, "malformed_record", f"{key}[{i}] is not a [text, label] pair", item)
+                continue
+            example = _example(path, None, text, label, split, source, rejects, item, where=f"{key}[{i}]")
+            if example is not None:
+                yield example
+
+
+def _example(
+    path: Path, line: int | None, text: Any, label: Any, split: str, source: str, rejects: RejectLog, record: Any,
+    where: str = "",
+) -> IntentExample | None:
+    prefix = f"{where}: " if where else ""
+    if not isinstance(text, str) or not text.strip():
+        rejects.reject(path, line, "missing_field", f"{prefix}example has no text", record)
+        return None
+    if label is None or not str(label).strip():
+        rejects.reject(path, line, "missing_field", f"{prefix}example has no label", record)
+        return None
+    return IntentExample(text=text, label=str(label).strip(), split=split, source=source)

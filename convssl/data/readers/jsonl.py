@@ -1,0 +1,101 @@
+"""Generic JSONL: one dialogue per line, `{"id": ..., "turns": [{"speaker": ..., "text": ...}, ...]}`.
+
+This is also the format `convssl prepare` writes curated dialogues in, so a curated folder is a
+valid input. Turns may carry `role` (kept when it is a known role) and `timestamp`; a missing id
+is made from file name and line. A JSON file holding a list of such objects is read the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from convssl.data.dialogue import ROLES, Dialogue, Turn
+from convssl.data.readers._common import (
+    DEFAULT_MAX_LINE_BYTES,
+    MissingField,
+    decoded_lines,
+    iter_json_array,
+    read_json_document,
+    require,
+)
+from convssl.data.readers.roles import infer_roles
+from convssl.data.rejects import RejectLog
+
+
+def looks_like_dialogue(item: Any) -> bool:
+    return isinstance(item, dict) and isinstance(item.get("turns"), list)
+
+
+def parse_dialogue(item: Any, default_id: str, source: str) -> Dialogue:
+    """Validate one generic dialogue record; MissingField names the missing or wrong field."""
+    if not isinstance(item, dict):
+        raise MissingField(f"record must be a JSON object, got {type(item).__name__}", "malformed_record")
+    dialogue_id = str(item["id"]) if item.get("id") not in (None, "") else default_id
+    where = f"dialogue {dialogue_id}"
+    raw_turns = require(item, "turns", list, where)
+    if not raw_turns:
+        raise MissingField(f"{where} has an empty 'turns' list", "missing_field")
+    turns = []
+    for i, raw in enumerate(raw_turns):
+        speaker = require(raw, "speaker", (str, int), f"{where} turn {i}")
+        text = require(raw, "text", str, f"{where} turn {i}")
+        role = raw.get("role")
+        timestamp = raw.get("timestamp")
+        turns.append(Turn(speaker=str(speaker), text=text, role=role if role in ROLES else "",
+                          timestamp=None if timestamp is None else str(timestamp)))
+    if any(not t.role for t in turns):
+        inferred = infer_roles(t.speaker for t in turns)
+        for turn in turns:
+            turn.role = turn.role or inferred[turn.speaker]
+    meta = item.get("meta") if isinstance(item.get("meta"), dict) else {}
+    return Dialogue(id=dialogue_id, turns=turns, source=str(item.get("source") or source), meta=meta)
+
+
+def read_jsonl(
+    path: str | Path,
+    rejects: RejectLog | None = None,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    limit: int | None = None,
+    **_: Any,
+) -> Iterator[Dialogue]:
+    path = Path(path)
+    rejects = rejects if rejects is not None else RejectLog()
+    count = 0
+    for line, text in decoded_lines(path, rejects, max_line_bytes):
+        if not text.strip():
+            continue
+        if limit is not None and count >= limit:
+            return
+        try:
+            item = json.loads(text)
+        except json.JSONDecodeError as exc:
+            rejects.reject(path, line, "malformed_json", f"invalid JSON: {exc.msg} (column {exc.colno})", text)
+            continue
+        try:
+            yield parse_dialogue(item, f"{path.stem}:{line}", path.stem)
+            count += 1
+        except MissingField as exc:
+            rejects.reject(path, line, exc.reason, str(exc), item)
+
+
+def read_dialogue_json(
+    path: str | Path, rejects: RejectLog | None = None, limit: int | None = None, **_: Any
+) -> Iterator[Dialogue]:
+    """A JSON file holding a list of generic dialogue objects."""
+    path = Path(path)
+    rejects = rejects if rejects is not None else RejectLog()
+    parsed = read_json_document(path, rejects)
+    if parsed is None:
+        return
+    count = 0
+    for line, item in iter_json_array(path, parsed[0], rejects):
+        if limit is not None and count >= limit:
+            return
+        try:
+            yield parse_dialogue(item, f"{path.stem}:{line}", path.stem)
+            count += 1
+        except MissingField as exc:
+            rejects.reject(path, line, exc.reason, str(exc), item)

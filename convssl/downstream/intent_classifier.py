@@ -1,0 +1,287 @@
+"""A deployable intent classifier: one folder in, intents (or out-of-scope) out.
+
+Serving is latency-bound, so the tokenizer and model are loaded once and `predict` does a single
+batched forward pass. Two folder kinds share one loader so that a few-shot SetFit model and a
+fully fine-tuned model can be swapped behind the same API:
+
+* ``"kind": "sequence_classification"`` (default): a Hugging Face folder that
+  ``AutoModelForSequenceClassification.from_pretrained`` opens; labels from ``config.id2label``.
+* ``"kind": "setfit"``: a sentence-encoder folder (``AutoModel``) plus ``head.safetensors``
+  (``weight`` [C, D], ``bias`` [C]) applied to pooled, L2-normalised embeddings; labels in
+  ``convssl_intent.json``.
+
+Both carry ``convssl_intent.json`` with the out-of-scope rule: a score per text where higher means
+"more in scope" and a threshold; a text whose score is below the threshold is out of scope.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from convssl.models.encoder import check_model_folder, pool
+
+META_FILE = "convssl_intent.json"
+HEAD_FILE = "head.safetensors"
+OOS_STATS_FILE = "oos_stats.safetensors"
+SCORES = ("max_softmax", "energy", "mahalanobis")
+KINDS = ("sequence_classification", "setfit")
+
+
+@dataclass
+class IntentPrediction:
+    intent: str
+    confidence: float
+    top: list[tuple[str, float]]
+    out_of_scope: bool
+
+
+@dataclass
+class IntentMeta:
+    """The contents of ``convssl_intent.json``."""
+
+    kind: str = "sequence_classification"
+    oos_label: str = "oos"
+    score: str = "max_softmax"
+    threshold: float | None = None
+    max_length: int = 64
+    pooling: str = "mean"
+    labels: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "kind": self.kind,
+            "oos_label": self.oos_label,
+            "score": self.score,
+            "threshold": self.threshold,
+            "max_length": self.max_length,
+            "pooling": self.pooling,
+            "labels": self.labels,
+        }
+        out.update(self.extra)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str) -> IntentMeta:
+        known = {"kind", "oos_label", "score", "threshold", "max_length", "pooling", "labels"}
+        meta = cls(**{k: v for k, v in data.items() if k in known})
+        meta.extra = {k: v for k, v in data.items() if k not in known}
+        if meta.kind not in KINDS:
+            raise ValueError(f"{where}: kind {meta.kind!r} is not one of {list(KINDS)}")
+        if meta.score not in SCORES:
+            raise ValueError(f"{where}: score {meta.score!r} is not one of {list(SCORES)}")
+        if meta.threshold is not None:
+            meta.threshold = float(meta.threshold)
+        return meta
+
+
+class IntentClassifier:
+    """Texts in, intents out; rejects texts whose in-scope score falls below the threshold."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        meta: IntentMeta,
+        head: tuple[torch.Tensor, torch.Tensor] | None = None,
+        oos_stats: dict[str, torch.Tensor] | None = None,
+    ):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.meta = meta
+        self.head = head
+        self.oos_stats = oos_stats
+        if meta.kind == "sequence_classification" and not meta.labels:
+            id2label = model.config.id2label
+            meta.labels = [str(id2label[i]) for i in range(len(id2label))]
+        if meta.kind == "setfit" and head is None:
+            raise ValueError("a setfit classifier needs its linear head (weight, bias)")
+        if meta.score == "mahalanobis" and oos_stats is None:
+            raise ValueError(f"score 'mahalanobis' needs {OOS_STATS_FILE} (class means and precision)")
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def labels(self) -> list[str]:
+        return list(self.meta.labels)
+
+    @property
+    def oos_label(self) -> str:
+        return self.meta.oos_label
+
+    @property
+    def threshold(self) -> float | None:
+        return self.meta.threshold
+
+    @threshold.setter
+    def threshold(self, value: float | None) -> None:
+        self.meta.threshold = None if value is None else float(value)
+
+    # ----------------------------------------------------------------- loading
+    @classmethod
+    def load(cls, path: str | Path) -> IntentClassifier:
+        from safetensors.torch import load_file
+        from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+        folder = check_model_folder(path)
+        meta_path = folder / META_FILE
+        if not meta_path.exists():
+            raise FileNotFoundError(f"{folder} is not a convssl intent classifier: {META_FILE} is missing")
+        try:
+            meta = IntentMeta.from_dict(json.loads(meta_path.read_text(encoding="utf-8")), str(meta_path))
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise ValueError(f"{meta_path}: not a valid intent classifier description: {exc}") from exc
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        head = None
+        if meta.kind == "setfit":
+            model = AutoModel.from_pretrained(str(folder), local_files_only=True)
+            tensors = load_file(str(folder / HEAD_FILE))
+            head = (tensors["weight"].float(), tensors["bias"].float())
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(str(folder), local_files_only=True)
+        stats = None
+        if (folder / OOS_STATS_FILE).exists():
+            stats = {k: v.float() for k, v in load_file(str(folder / OOS_STATS_FILE)).items()}
+        return cls(model, tokenizer, meta, head=head, oos_stats=stats)
+
+    def save(self, path: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(str(folder), safe_serialization=True)
+        self.tokenizer.save_pretrained(str(folder))
+        if self.head is not None:
+            save_file({"weight": self.head[0].contiguous(), "bias": self.head[1].contiguous()},
+                      str(folder / HEAD_FILE))
+        if self.oos_stats is not None:
+            save_file({k: v.contiguous() for k, v in self.oos_stats.items()}, str(folder / OOS_STATS_FILE))
+        (folder / META_FILE).write_text(json.dumps(self.meta.to_dict(), indent=2, ensure_ascii=False),
+                                        encoding="utf-8")
+        return folder
+
+    def copy_to(self, path: str | Path) -> Path:
+        """Like save, but keeps nothing else from a previous folder at that path."""
+        folder = Path(path)
+        if folder.exists():
+            shutil.rmtree(folder)
+        return self.save(folder)
+
+    # ----------------------------------------------------------------- inference
+    def _tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        return self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.meta.max_length, return_tensors="pt"
+        )
+
+    def _forward(self, texts: Sequence[str], want_features: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits [N, C] and (if asked) the pooled features the OOS statistics live on."""
+        batch = self._tokenize(texts)
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        if "token_type_ids" in batch:
+            inputs["token_type_ids"] = batch["token_type_ids"]
+        if self.meta.kind == "setfit":
+            hidden = self.model(**inputs).last_hidden_state
+            emb = pool(hidden, batch["attention_mask"], self.meta.pooling).float()
+            emb = torch.nn.functional.normalize(emb, dim=-1)
+            weight, bias = self.head
+            return emb @ weight.T + bias, emb
+        out = self.model(**inputs, output_hidden_states=want_features)
+        features = None
+        if want_features:
+            features = pool(out.hidden_states[-1], batch["attention_mask"], self.meta.pooling).float()
+        return out.logits.float(), features
+
+    @torch.inference_mode()
+    def logits_and_scores(self, texts: Sequence[str], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """Class logits and the in-scope score of each text (higher = more in scope)."""
+        n = len(texts)
+        logits = np.zeros((n, len(self.labels)), dtype=np.float32)
+        scores = np.zeros(n, dtype=np.float32)
+        if n == 0:
+            return logits, scores
+        want_features = self.meta.score == "mahalanobis"
+        order = np.argsort([len(t) for t in texts], kind="stable") if n > batch_size else np.arange(n)
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            batch_logits, features = self._forward([texts[i] for i in idx], want_features)
+            logits[idx] = batch_logits.numpy()
+            scores[idx] = self._score(batch_logits, features).numpy()
+        return logits, scores
+
+    def _score(self, logits: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
+        return in_scope_score(self.meta.score, logits, features, self.oos_stats)
+
+    def predict(self, texts: Sequence[str], top_k: int = 3, batch_size: int = 64) -> list[IntentPrediction]:
+        if isinstance(texts, str):
+            raise TypeError("predict takes a list of texts, not one string")
+        logits, scores = self.logits_and_scores(texts, batch_size=batch_size)
+        return self.decide(logits, scores, top_k=top_k)
+
+    def decide(self, logits: np.ndarray, scores: np.ndarray, top_k: int = 3) -> list[IntentPrediction]:
+        """Turn logits and scores into predictions, applying the threshold."""
+        if len(logits) == 0:
+            return []
+        probs = softmax(logits)
+        k = max(1, min(top_k, probs.shape[1]))
+        top_idx = np.argsort(-probs, axis=1)[:, :k]
+        labels = self.labels
+        threshold = self.meta.threshold
+        out = []
+        for row, idx in enumerate(top_idx):
+            top = [(labels[j], float(probs[row, j])) for j in idx]
+            rejected = threshold is not None and float(scores[row]) < threshold
+            intent = self.oos_label if rejected else top[0][0]
+            out.append(IntentPrediction(intent=intent, confidence=top[0][1], top=top, out_of_scope=rejected))
+        return out
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def in_scope_score(
+    score: str,
+    logits: torch.Tensor,
+    features: torch.Tensor | None = None,
+    stats: dict[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Higher = more in scope. max_softmax: top probability; energy: logsumexp of the logits;
+    mahalanobis: minus the smallest class-conditional Mahalanobis distance (Lee et al. 2018),
+    which uses the feature space rather than the head and so catches confident mistakes."""
+    if score == "max_softmax":
+        return torch.softmax(logits, dim=-1).max(dim=-1).values
+    if score == "energy":
+        return torch.logsumexp(logits, dim=-1)
+    if score == "mahalanobis":
+        if features is None or stats is None:
+            raise ValueError("mahalanobis score needs features and class statistics")
+        diff = features.unsqueeze(1) - stats["means"].unsqueeze(0)  # [N, C, D]
+        dist = torch.einsum("ncd,de,nce->nc", diff, stats["precision"], diff)
+        return -dist.min(dim=-1).values
+    raise ValueError(f"unknown score {score!r}; known: {list(SCORES)}")
+
+
+def fit_mahalanobis(features: np.ndarray, label_ids: np.ndarray, num_labels: int,
+                    shrinkage: float = 1e-3) -> dict[str, torch.Tensor]:
+    """Class means and a shared (tied) precision matrix from training features."""
+    feats = features.astype(np.float64)
+    dim = feats.shape[1]
+    means = np.zeros((num_labels, dim))
+    for c in range(num_labels):
+        rows = feats[label_ids == c]
+        means[c] = rows.mean(axis=0) if len(rows) else feats.mean(axis=0)
+    centred = feats - means[label_ids]
+    cov = centred.T @ centred / max(len(feats), 1)
+    cov += shrinkage * (np.trace(cov) / dim + 1e-12) * np.eye(dim)
+    precision = np.linalg.pinv(cov)
+    return {"means": torch.from_numpy(means.astype(np.float32)),
+            "precision": torch.from_numpy(precision.astype(np.float32))}

@@ -1,0 +1,162 @@
+"""Few-shot intent classification, SetFit-style (Tunstall et al. 2022).
+
+With 5-10 examples per intent a freshly initialised softmax head over a fine-tuned body
+overfits; SetFit instead tunes the *sentence embedding* contrastively (same intent close,
+different intents apart), then fits a logistic regression on the tuned embeddings.
+
+Contrastive step: draw `batch_size` distinct labels and two examples of each (anchor,
+positive). The loss is in-batch softmax over anchor-positive cosine similarities
+(MultipleNegativesRanking, as sentence-transformers), where every other positive in the batch is
+a negative; distinct labels per batch mean no false negatives. A label with one example pairs it
+with itself (dropout makes the two views differ, as in SimCSE).
+
+Saved as ``"kind": "setfit"``: the tuned encoder (an `AutoModel` folder), its tokenizer,
+``head.safetensors`` (`weight` [C, D], `bias` [C] on L2-normalised pooled embeddings) and
+``convssl_intent.json`` with the labels and the OOS rule. `IntentClassifier.load` reads it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from convssl.data.dialogue import IntentExample
+from convssl.downstream.config import FinetuneConfig
+from convssl.downstream.finetune import (
+    autocast,
+    calibrate,
+    evaluate_intents,
+    intent_labels,
+    linear_schedule,
+    pad_batch,
+    prepare_splits,
+    progress,
+    save_classifier,
+    set_seed,
+    set_threads,
+    tokenize_all,
+)
+from convssl.downstream.intent_classifier import IntentClassifier, IntentMeta, fit_mahalanobis
+from convssl.models.encoder import Encoder, pool, resolve_model_path
+
+LOG = logging.getLogger("convssl.setfit")
+
+
+def contrastive_batches(label_ids: np.ndarray, batch_size: int, steps: int,
+                        rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(anchor indices, positive indices) per step, each label at most once per batch."""
+    by_label = [np.flatnonzero(label_ids == c) for c in range(int(label_ids.max()) + 1)]
+    present = np.array([c for c, rows in enumerate(by_label) if len(rows)])
+    size = min(batch_size, len(present))
+    out = []
+    for _ in range(steps):
+        chosen = rng.choice(present, size=size, replace=False)
+        anchors, positives = [], []
+        for c in chosen:
+            rows = by_label[c]
+            pair = rng.choice(rows, size=2, replace=False) if len(rows) >= 2 else np.array([rows[0], rows[0]])
+            anchors.append(pair[0])
+            positives.append(pair[1])
+        out.append((np.array(anchors), np.array(positives)))
+    return out
+
+
+def contrastive_tune(model: torch.nn.Module, tokenizer, texts: Sequence[str], label_ids: np.ndarray,
+                     config: FinetuneConfig) -> list[float]:
+    """Tune the encoder in place; returns the loss per step."""
+    sf = config.setfit
+    ids = tokenize_all(tokenizer, texts, config.max_length)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    steps = max(1, sf.iterations * math.ceil(len(texts) / (2 * max(1, min(sf.batch_size, label_ids.max() + 1)))))
+    rng = np.random.default_rng(config.seed)
+    batches = contrastive_batches(label_ids, sf.batch_size, steps, rng)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "norm" not in n.lower()]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "norm" not in n.lower())]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=sf.lr)
+    scheduler = linear_schedule(optimizer, int(config.warmup_ratio * steps), steps)
+    model.train()
+    losses: list[float] = []
+    bar = progress(steps, "setfit contrastive")
+    for anchors, positives in batches:
+        input_ids, mask = pad_batch([ids[i] for i in np.concatenate([anchors, positives])], pad_id)
+        with autocast(config.bf16):
+            hidden = model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        emb = torch.nn.functional.normalize(pool(hidden.float(), mask, config.pooling), dim=-1)
+        a, p = emb[: len(anchors)], emb[len(anchors) :]
+        logits = sf.scale * a @ p.T
+        loss = 0.5 * (torch.nn.functional.cross_entropy(logits, torch.arange(len(a)))
+                      + torch.nn.functional.cross_entropy(logits.T, torch.arange(len(a))))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(float(loss))
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+    bar.close()
+    model.eval()
+    return losses
+
+
+def fit_head(embeddings: np.ndarray, label_ids: np.ndarray, num_labels: int, c: float,
+             seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multinomial logistic regression; returns (weight [C, D], bias [C]) for a torch linear map."""
+    from sklearn.linear_model import LogisticRegression
+
+    present = np.unique(label_ids)
+    lr = LogisticRegression(C=c, max_iter=2000, random_state=seed)
+    lr.fit(embeddings, label_ids)
+    dim = embeddings.shape[1]
+    weight = np.zeros((num_labels, dim), dtype=np.float32)
+    bias = np.full(num_labels, -1e4, dtype=np.float32)  # labels without examples are never chosen
+    if len(present) == 2:  # sklearn keeps one row for two classes: logits [0, w.x + b]
+        weight[present[1]], bias[present[1]], bias[present[0]] = lr.coef_[0], lr.intercept_[0], 0.0
+    else:
+        weight[lr.classes_], bias[lr.classes_] = lr.coef_, lr.intercept_
+    return torch.from_numpy(weight), torch.from_numpy(bias)
+
+
+def train_setfit(
+    model_path: str | Path,
+    train: Sequence[IntentExample],
+    val: Sequence[IntentExample] | None,
+    config: FinetuneConfig,
+    out_dir: str | Path,
+) -> IntentClassifier:
+    """Contrastive tuning + logistic-regression head, calibrated and saved like `finetune_intent`."""
+    started = time.time()
+    set_seed(config.seed)
+    set_threads(config.threads)
+    folder = resolve_model_path(model_path)
+    in_train, val_list, _ = prepare_splits(train, val, config)
+    labels = intent_labels(in_train, config.oos_label)
+    label_index = {label: i for i, label in enumerate(labels)}
+    if len(labels) < 2:
+        raise ValueError("SetFit needs at least two in-scope labels")
+    encoder = Encoder.load(folder, pooling=config.pooling, max_length=config.max_length)
+    texts = [e.text for e in in_train]
+    label_ids = np.array([label_index[e.label] for e in in_train])
+    losses = contrastive_tune(encoder.model, encoder.tokenizer, texts, label_ids, config)
+    embeddings = encoder.embed(texts, normalize=True)
+    head = fit_head(embeddings, label_ids, len(labels), config.setfit.head_c, config.seed)
+    meta = IntentMeta(kind="setfit", oos_label=config.oos_label, score=config.oos_score,
+                      max_length=config.max_length, pooling=config.pooling, labels=labels)
+    stats = fit_mahalanobis(embeddings, label_ids, len(labels)) if config.oos_score == "mahalanobis" else None
+    classifier = IntentClassifier(encoder.model, encoder.tokenizer, meta, head=head, oos_stats=stats)
+    calibration = calibrate(classifier, val_list, config)
+    val_metrics = evaluate_intents(classifier, val_list) if val_list else {}
+    info = {"method": "setfit", "base_model": str(folder), "train_examples": len(in_train),
+            "val_examples": len(val_list), "contrastive_steps": len(losses),
+            "contrastive_loss_first_last": [losses[0], losses[-1]] if losses else None,
+            "val": val_metrics, "calibration": calibration.to_dict() if calibration else None,
+            "seconds": round(time.time() - started, 1)}
+    save_classifier(classifier, out_dir, config, info, in_train)
+    return classifier

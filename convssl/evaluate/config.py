@@ -1,0 +1,91 @@
+"""Settings of `convssl evaluate`: which models, which tasks, which modes, how many seeds.
+
+One dataclass so that a report can be reproduced exactly from the `config.yaml` written beside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+INTENT_MODES = ("probe", "knn", "centroid", "kshot", "finetune")
+OOS_SCORES = ("max_softmax", "mahalanobis", "centroid_cosine")
+
+
+@dataclass
+class IntentSettings:
+    """Intent classification on frozen embeddings (and optionally full fine-tuning)."""
+
+    modes: list[str] = field(default_factory=lambda: ["probe", "knn", "centroid", "kshot"])
+    C: float = 10.0  # inverse L2 strength of the logistic-regression probe
+    max_iter: int = 1000
+    knn_k: int = 10
+    kshot: list[int] = field(default_factory=lambda: [1, 5, 10, 30])
+    seeds: int = 3  # k-shot repeats; each samples k examples per class with its own seed
+    top_confusions: int = 10
+    finetune: dict[str, Any] = field(default_factory=dict)  # FinetuneConfig fields for the finetune mode
+
+
+@dataclass
+class OOSSettings:
+    """Out-of-scope detection: rejection scores and how their threshold is picked on validation data."""
+
+    scores: list[str] = field(default_factory=lambda: list(OOS_SCORES))
+    oos_label: str = "oos"
+    # balanced: maximise (in-scope accuracy + OOS recall) / 2 on val; f1: maximise OOS F1 on val.
+    calibrate: Literal["balanced", "f1"] = "balanced"
+    ece_bins: int = 15
+    train_on_oos: bool = False  # CLINC150 "oos_train": treat it as one more class when true
+
+
+@dataclass
+class ResponseSettings:
+    context_turns: int = 3  # context = the last k turns before the response, joined
+    candidates: int = 100  # true response + (candidates - 1) others of the same batch
+    max_pairs: int = 2000  # pairs sampled (seeded) from the held-out dialogues; 0 = all
+
+
+@dataclass
+class PerplexitySettings:
+    max_length: int = 512  # tokens per window
+    max_dialogues: int = 500  # 0 = all
+    batch_size: int = 8
+
+
+@dataclass
+class EvaluateConfig:
+    models: list[str] = field(default_factory=list)
+    tasks: list[str] = field(default_factory=list)  # "intent:PATH", "oos:PATH", "response:PATH", "ppl:PATH"
+    baselines: list[str] = field(default_factory=list)  # extra model folders shown as baselines
+    random_baseline: bool = True  # same architecture as each model, randomly initialised (no SSL)
+    tfidf_baseline: bool = True
+    out: str = "runs/evaluate"
+    pooling: Literal["mean", "cls"] = "mean"
+    normalize: bool = True  # L2-normalise embeddings before probes / kNN / centroids
+    max_length: int = 128
+    batch_size: int = 64
+    bf16: bool = False  # bf16 autocast for embedding (faster on CPUs with AVX-512 BF16)
+    seed: int = 0
+    max_train: int | None = None  # seeded, stratified subsample of train for quick runs
+    max_test: int | None = None
+    intent: IntentSettings = field(default_factory=IntentSettings)
+    oos: OOSSettings = field(default_factory=OOSSettings)
+    response: ResponseSettings = field(default_factory=ResponseSettings)
+    perplexity: PerplexitySettings = field(default_factory=PerplexitySettings)
+    plots: bool = True
+
+    def validate(self) -> None:
+        from convssl.config import ConfigError
+
+        unknown = sorted(set(self.intent.modes) - set(INTENT_MODES))
+        if unknown:
+            raise ConfigError(f"intent.modes: unknown mode(s) {unknown}; known: {list(INTENT_MODES)}")
+        unknown = sorted(set(self.oos.scores) - set(OOS_SCORES))
+        if unknown:
+            raise ConfigError(f"oos.scores: unknown score(s) {unknown}; known: {list(OOS_SCORES)}")
+        if any(k < 1 for k in self.intent.kshot):
+            raise ConfigError(f"intent.kshot: every k must be >= 1, got {self.intent.kshot}")
+        if self.intent.seeds < 1:
+            raise ConfigError("intent.seeds must be >= 1")
+        if self.response.candidates < 2:
+            raise ConfigError("response.candidates must be >= 2")

@@ -1,0 +1,116 @@
+"""Representations under test: texts in, feature matrix out, each text embedded once per model.
+
+An evaluation asks for the same texts many times (probe, kNN, centroid, every k-shot seed, the OOS
+task sharing CLINC's train split): a per-model cache keyed by text makes all of those reuse one
+forward pass, so k-shot probes with many seeds cost only logistic-regression fits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from convssl.models.encoder import Encoder
+
+LOG = logging.getLogger("convssl.evaluate")
+
+
+@dataclass
+class Representation:
+    """Base: a named feature extractor. `kind` is model, baseline, random-init or tfidf."""
+
+    name: str
+    kind: str
+    path: str | None = None
+
+    def fit(self, texts: Sequence[str]) -> None:
+        """Unsupervised fitting on a task's texts (TF-IDF vocabulary); encoders ignore it."""
+
+    def features(self, texts: Sequence[str]) -> Any:
+        raise NotImplementedError
+
+    @property
+    def is_encoder(self) -> bool:
+        return False
+
+
+@dataclass
+class EncoderRepresentation(Representation):
+    """A frozen Hugging Face encoder with an in-memory embedding cache."""
+
+    encoder: Encoder | None = None
+    batch_size: int = 64
+    normalize: bool = True
+    bf16: bool = False
+    cache: dict[str, np.ndarray] = field(default_factory=dict)
+    embed_seconds: float = 0.0
+
+    @property
+    def is_encoder(self) -> bool:
+        return True
+
+    def features(self, texts: Sequence[str]) -> np.ndarray:
+        import time
+
+        missing = list(dict.fromkeys(t for t in texts if t not in self.cache))
+        if missing:
+            assert self.encoder is not None
+            start = time.perf_counter()
+            LOG.info("%s: embedding %d new texts", self.name, len(missing))
+            autocast = torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+            with autocast:
+                vectors = self._embed_with_progress(missing)
+            if self.normalize:
+                vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+            self.cache.update(zip(missing, vectors))
+            self.embed_seconds += time.perf_counter() - start
+        if not texts:
+            return np.zeros((0, self.encoder.dim if self.encoder else 0), dtype=np.float32)
+        return np.stack([self.cache[t] for t in texts]).astype(np.float32, copy=False)
+
+    def _embed_with_progress(self, texts: list[str]) -> np.ndarray:
+        """Embed in chunks under a progress bar; the encoder length-sorts inside each chunk."""
+        from tqdm import tqdm
+
+        assert self.encoder is not None
+        chunk = max(self.batch_size * 16, 1024)
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        out = np.zeros((len(texts), self.encoder.dim), dtype=np.float32)
+        with tqdm(total=len(texts), desc=f"embed {self.name}", unit="text", disable=len(texts) < 2000) as bar:
+            for start in range(0, len(texts), chunk):
+                idx = order[start : start + chunk]
+                out[idx] = self.encoder.embed([texts[i] for i in idx], batch_size=self.batch_size)
+                bar.update(len(idx))
+        return out
+
+
+def load_encoder_representation(
+    path: str | Path,
+    name: str,
+    kind: str,
+    pooling: str = "mean",
+    max_length: int = 128,
+    batch_size: int = 64,
+    normalize: bool = True,
+    bf16: bool = False,
+) -> EncoderRepresentation:
+    encoder = Encoder.load(path, pooling=pooling, max_length=max_length)  # type: ignore[arg-type]
+    return EncoderRepresentation(
+        name=name, kind=kind, path=str(path), encoder=encoder, batch_size=batch_size,
+        normalize=normalize, bf16=bf16,
+    )
+
+
+def display_name(path: str | Path) -> str:
+    """`runs/ssl-1` for a run folder (not `final`), the folder name for a model folder."""
+    p = Path(path)
+    if p.name in {"final", "model"} and p.parent.name:
+        return p.parent.name
+    return p.name or str(p)

@@ -1,0 +1,366 @@
+"""Run every (representation x task x mode) of an EvaluateConfig and collect report rows.
+
+Representations are the models under test, extra `--baseline` folders, TF-IDF, and one seeded
+random-init copy per model architecture. Each row carries its own wall-clock seconds; the time to
+embed a task's texts is recorded once per (representation, task) as `features_seconds`.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convssl.config import to_dict
+from convssl.data.dialogue import IntentExample
+from convssl.evaluate import intent as intent_mod
+from convssl.evaluate import oos as oos_mod
+from convssl.evaluate.baselines import random_init_encoder, save_random_init, tfidf_baseline
+from convssl.evaluate.config import EvaluateConfig
+from convssl.evaluate.embeddings import (
+    EncoderRepresentation,
+    Representation,
+    display_name,
+    load_encoder_representation,
+)
+from convssl.evaluate.tasks import (
+    IntentData,
+    TaskError,
+    TaskSpec,
+    load_dialogues,
+    load_intent_data,
+    parse_task,
+    stratified_subsample,
+)
+
+LOG = logging.getLogger("convssl.evaluate")
+
+
+@dataclass
+class Row:
+    model: str
+    kind: str
+    task: str
+    task_kind: str
+    mode: str
+    metrics: dict[str, Any]
+    seconds: float
+    note: str = ""
+
+
+@dataclass
+class EvaluationResult:
+    config: EvaluateConfig
+    rows: list[Row] = field(default_factory=list)
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    representations: list[dict[str, Any]] = field(default_factory=list)
+    # Arrays for plots only (score histograms, reliability bins); not written to report.json.
+    plot_data: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "config": to_dict(self.config),
+            "environment": {"python": platform.python_version(), "machine": platform.machine()},
+            "representations": self.representations,
+            "tasks": self.tasks,
+            "rows": [asdict(r) for r in self.rows],
+        }
+
+
+class Runner:
+    def __init__(self, config: EvaluateConfig, out_dir: Path) -> None:
+        config.validate()
+        self.config = config
+        self.out_dir = out_dir
+        self.specs = [parse_task(t) for t in config.tasks]
+        if not config.models:
+            raise TaskError("no model to evaluate: pass --model PATH (a convssl run folder or an HF folder)")
+        if not self.specs:
+            raise TaskError("no task: pass --task intent:PATH, oos:PATH, response:PATH or ppl:PATH")
+        self.result = EvaluationResult(config)
+        self._reps: list[Representation] | None = None
+
+    # ---- representations -------------------------------------------------------------------
+    def representations(self) -> list[Representation]:
+        """Models, then extra baselines, then random-init copies, then TF-IDF (built once)."""
+        if self._reps is not None:
+            return self._reps
+        c = self.config
+        reps: list[Representation] = []
+        kw = dict(pooling=c.pooling, max_length=c.max_length, batch_size=c.batch_size, normalize=c.normalize, bf16=c.bf16)
+        names: set[str] = set()
+
+        def unique(name: str) -> str:
+            base, i = name, 2
+            while name in names:
+                name, i = f"{base}#{i}", i + 1
+            names.add(name)
+            return name
+
+        for path in c.models:
+            reps.append(load_encoder_representation(path, unique(display_name(path)), "model", **kw))
+        for path in c.baselines:
+            reps.append(load_encoder_representation(path, unique(display_name(path)), "baseline", **kw))
+        if c.random_baseline:
+            seen: set[str] = set()
+            for path in c.models:
+                from convssl.models.encoder import resolve_model_path
+
+                arch = (resolve_model_path(path) / "config.json").read_text(encoding="utf-8")
+                if arch in seen:
+                    continue
+                seen.add(arch)
+                name = unique(f"random-init({display_name(path)})")
+                reps.append(random_init_encoder(path, seed=c.seed, name=name, **kw))
+        if c.tfidf_baseline:
+            reps.append(tfidf_baseline())
+        self.result.representations = [{"name": r.name, "kind": r.kind, "path": r.path} for r in reps]
+        self._reps = reps
+        return reps
+
+    # ---- driver ----------------------------------------------------------------------------
+    def run(self) -> EvaluationResult:
+        handlers: dict[str, Callable[[TaskSpec], None]] = {
+            "intent": self.run_intent, "oos": self.run_oos, "response": self.run_response, "ppl": self.run_ppl,
+        }
+        for spec in self.specs:
+            LOG.info("task %s (%s)", spec.name, spec.path)
+            handlers[spec.kind](spec)
+        return self.result
+
+    def _add(self, rep: Representation, spec: TaskSpec, mode: str, metrics: dict[str, Any], seconds: float,
+             note: str = "") -> None:
+        row = Row(rep.name, rep.kind, spec.name, spec.kind, mode, metrics, round(seconds, 3), note)
+        self.result.rows.append(row)
+        main = {k: v for k, v in metrics.items() if isinstance(v, float)}
+        LOG.info("%s | %s | %s | %s (%.1fs)", rep.name, spec.name, mode,
+                 ", ".join(f"{k}={v:.4f}" for k, v in list(main.items())[:4]), seconds)
+
+    def _features(self, rep: Representation, fit_texts: list[str], *texts_lists: list[str]) -> tuple[list[Any], float]:
+        start = time.perf_counter()
+        rep.fit(fit_texts)
+        feats = [rep.features(texts) for texts in texts_lists]
+        return feats, time.perf_counter() - start
+
+    # ---- intent ----------------------------------------------------------------------------
+    def _intent_data(self, spec: TaskSpec, drop_oos: bool) -> IntentData:
+        data = load_intent_data(spec)
+        c = self.config
+        oos = c.oos.oos_label
+        if drop_oos:
+            data.train = [e for e in data.train if e.label != oos]
+            data.val = [e for e in data.val if e.label != oos]
+            data.test = [e for e in data.test if e.label != oos]
+            data.labels = sorted({e.label for e in data.train})
+        data.train = stratified_subsample(data.train, c.max_train, c.seed)
+        data.test = stratified_subsample(data.test, c.max_test, c.seed + 1)
+        if c.max_test is not None:
+            data.val = stratified_subsample(data.val, c.max_test, c.seed + 2)
+        self.result.tasks[spec.name] = {
+            "kind": spec.kind, "path": spec.path, "train": len(data.train), "validation": len(data.val),
+            "test": len(data.test), "labels": len(data.labels), "rejected_records": data.rejected,
+        }
+        return data
+
+    def run_intent(self, spec: TaskSpec) -> None:
+        c = self.config
+        data = self._intent_data(spec, drop_oos=True)
+        ytr = intent_mod.encode_labels([e.label for e in data.train], data.labels)
+        yte = intent_mod.encode_labels([e.label for e in data.test], data.labels)
+        n = len(data.labels)
+        train_texts = [e.text for e in data.train]
+        test_texts = [e.text for e in data.test]
+        for rep in self.representations():
+            (Xtr, Xte), feat_s = self._features(rep, train_texts, train_texts, test_texts)
+            s = c.intent
+            extra = {"features_seconds": round(feat_s, 3)}
+            if "probe" in s.modes:
+                t0 = time.perf_counter()
+                metrics, pred, proba = intent_mod.probe_eval(Xtr, ytr, Xte, yte, n, s.C, s.max_iter, c.oos.ece_bins)
+                metrics["confusions"] = intent_mod.top_confusions(yte, pred, data.labels, s.top_confusions)
+                self._add(rep, spec, "probe", {**metrics, **extra, "C": s.C}, time.perf_counter() - t0)
+            if "knn" in s.modes:
+                t0 = time.perf_counter()
+                pred = intent_mod.knn_predict(Xtr, ytr, Xte, n, k=s.knn_k)
+                self._add(rep, spec, f"knn-{s.knn_k}", {**intent_mod.classification_metrics(yte, pred), **extra},
+                          time.perf_counter() - t0)
+            if "centroid" in s.modes:
+                t0 = time.perf_counter()
+                pred = intent_mod.centroid_scores(Xtr, ytr, Xte, n).argmax(axis=1)
+                self._add(rep, spec, "centroid", {**intent_mod.classification_metrics(yte, pred), **extra},
+                          time.perf_counter() - t0)
+            if "kshot" in s.modes:
+                seeds = [c.seed + i for i in range(s.seeds)]
+                for k in s.kshot:
+                    t0 = time.perf_counter()
+                    metrics = intent_mod.kshot_eval(Xtr, ytr, Xte, yte, n, k, seeds, s.C, s.max_iter)
+                    self._add(rep, spec, f"kshot-{k}", {**metrics, **extra}, time.perf_counter() - t0)
+            if "finetune" in s.modes and isinstance(rep, EncoderRepresentation):
+                self._finetune(rep, spec, data)
+
+    def _finetune(self, rep: EncoderRepresentation, spec: TaskSpec, data: IntentData) -> None:
+        """Full fine-tuning through convssl.downstream (the same code as `convssl finetune`)."""
+        try:
+            from convssl.downstream.config import FinetuneConfig
+            from convssl.downstream.finetune import finetune_intent
+        except ImportError as exc:  # pragma: no cover - the package ships it
+            raise TaskError(f"intent mode 'finetune' needs convssl.downstream.finetune: {exc}") from exc
+        from convssl.config import from_dict
+
+        c = self.config
+        ft_config = from_dict(FinetuneConfig, {"seed": c.seed, "pooling": c.pooling, **c.intent.finetune},
+                              where="intent.finetune")
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{rep.name}-{spec.name}")
+        out_dir = self.out_dir / "finetuned" / safe
+        t0 = time.perf_counter()
+        model_path: Path | str | None = rep.path
+        if rep.kind == "random-init":
+            model_path = save_random_init(rep, self.out_dir / "finetuned" / f"{safe}-init")
+        val = data.val or None
+        classifier = finetune_intent(model_path, data.train, val, ft_config, out_dir)
+        logits, _ = classifier.logits_and_scores([e.text for e in data.test])
+        from convssl.downstream.intent_classifier import softmax
+
+        probs = softmax(logits)
+        pred_labels = [classifier.labels[i] for i in probs.argmax(axis=1)]
+        vocab = data.labels
+        yte = intent_mod.encode_labels([e.label for e in data.test], vocab)
+        pred = intent_mod.encode_labels(pred_labels, vocab)
+        metrics: dict[str, Any] = intent_mod.classification_metrics(yte, pred)
+        rel = intent_mod.reliability(probs.max(axis=1), pred == yte, c.oos.ece_bins)
+        metrics.update(ece=rel["ece"], classifier=str(out_dir), epochs=ft_config.epochs)
+        self._add(rep, spec, "finetune", metrics, time.perf_counter() - t0)
+
+    # ---- out-of-scope ----------------------------------------------------------------------
+    def run_oos(self, spec: TaskSpec) -> None:
+        c = self.config
+        oos = c.oos.oos_label
+        data = self._intent_data(spec, drop_oos=False)
+        train = data.train if c.oos.train_on_oos else [e for e in data.train if e.label != oos]
+        val = data.val
+        if not any(e.label == oos for e in data.test):
+            raise TaskError(f"task {spec.name}: the test split has no '{oos}' examples (set oos.oos_label)")
+        if not any(e.label != oos for e in val) or not any(e.label == oos for e in val):
+            raise TaskError(
+                f"task {spec.name}: the threshold is calibrated on validation data only, which needs in-scope and "
+                f"'{oos}' examples in a validation split (CLINC150: keys val and oos_val)"
+            )
+        labels = sorted({e.label for e in train})
+        self.result.tasks[spec.name]["labels"] = len(labels)
+        oos_index = labels.index(oos) if oos in labels else -1
+        for rep in self.representations():
+            self._oos_one(rep, spec, train, val, data.test, labels, oos_index)
+
+    def _oos_one(self, rep: Representation, spec: TaskSpec, train: list[IntentExample], val: list[IntentExample],
+                 test: list[IntentExample], labels: list[str], oos_index: int) -> None:
+        c = self.config
+        oos = c.oos.oos_label
+        n = len(labels)
+        texts = [[e.text for e in part] for part in (train, val, test)]
+        (Xtr, Xva, Xte), feat_s = self._features(rep, texts[0], *texts)
+        ytr = intent_mod.encode_labels([e.label for e in train], labels)
+        t0 = time.perf_counter()
+        clf = intent_mod.fit_probe(Xtr, ytr, C=c.intent.C, max_iter=c.intent.max_iter)
+        probe_s = time.perf_counter() - t0
+        # Scores come from in-scope classes only, so a trained 'oos' class does not count as confidence.
+        in_cols = [i for i in range(n) if i != oos_index]
+        in_train = ytr != oos_index
+        parts = {}
+        for name, X, exs in (("val", Xva, val), ("test", Xte, test)):
+            proba = intent_mod.probe_proba(clf, X, n)
+            is_oos = np.array([e.label == oos for e in exs])
+            y = intent_mod.encode_labels([e.label for e in exs], labels)
+            pred_in = np.array(in_cols)[proba[:, in_cols].argmax(axis=1)]
+            parts[name] = {"X": X, "proba": proba, "is_oos": is_oos, "correct": (pred_in == y) & ~is_oos}
+        # Calibration of the closed-set classifier: on in-scope test texts, and with OOS texts as errors.
+        te = parts["test"]
+        conf = te["proba"][:, in_cols].max(axis=1)
+        rel_in = intent_mod.reliability(conf[~te["is_oos"]], te["correct"][~te["is_oos"]], c.oos.ece_bins)
+        rel_all = intent_mod.reliability(conf, te["correct"], c.oos.ece_bins)
+        self.result.plot_data.setdefault("reliability", {})[(rep.name, spec.name)] = rel_in["bins"]
+        maha = None
+        for score in c.oos.scores:
+            if score == "mahalanobis" and not isinstance(Xtr, np.ndarray):
+                continue  # sparse TF-IDF features: no full covariance in 10^4+ dimensions
+            t0 = time.perf_counter()
+            if score == "mahalanobis" and maha is None:
+                maha = oos_mod.Mahalanobis(Xtr[in_train], ytr[in_train], n)
+            s_val, s_te = (
+                oos_mod.compute_scores(score, parts[p]["proba"][:, in_cols], parts[p]["X"], Xtr[in_train],
+                                       ytr[in_train], n, maha)
+                for p in ("val", "test")
+            )
+            threshold = oos_mod.choose_threshold(s_val, parts["val"]["is_oos"], parts["val"]["correct"], c.oos.calibrate)
+            metrics = oos_mod.oos_metrics(s_te, te["is_oos"], te["correct"], threshold)
+            metrics.update(ece=rel_in["ece"], ece_with_oos=rel_all["ece"], calibrated_on="validation",
+                           rule=c.oos.calibrate, features_seconds=round(feat_s, 3))
+            self.result.plot_data.setdefault("oos_scores", {})[(rep.name, spec.name, score)] = {
+                "in_scope": s_te[~te["is_oos"]], "oos": s_te[te["is_oos"]], "threshold": threshold,
+            }
+            self._add(rep, spec, f"oos-{score}", metrics, time.perf_counter() - t0 + probe_s)
+
+    # ---- response selection ----------------------------------------------------------------
+    def run_response(self, spec: TaskSpec) -> None:
+        from convssl.evaluate.response_selection import make_pairs, recall_at_k
+
+        c = self.config
+        dialogues, rejected = load_dialogues(spec)
+        pairs = make_pairs(dialogues, c.response.context_turns, c.response.max_pairs, c.seed)
+        if len(pairs) < 2:
+            raise TaskError(f"task {spec.name}: fewer than two context/response pairs")
+        self.result.tasks[spec.name] = {"kind": spec.kind, "path": spec.path, "dialogues": len(dialogues),
+                                        "pairs": len(pairs), "rejected_records": rejected,
+                                        "context_turns": c.response.context_turns}
+        contexts = [p[0] for p in pairs]
+        responses = [p[1] for p in pairs]
+        for rep in self.representations():
+            (ctx, resp), feat_s = self._features(rep, contexts + responses, contexts, responses)
+            t0 = time.perf_counter()
+            metrics = recall_at_k(ctx, resp, c.response.candidates)
+            metrics["features_seconds"] = round(feat_s, 3)
+            self._add(rep, spec, "response-selection", metrics, time.perf_counter() - t0 + feat_s)
+
+    # ---- perplexity ------------------------------------------------------------------------
+    def run_ppl(self, spec: TaskSpec) -> None:
+        from convssl.evaluate.perplexity import NotCausalLM, load_causal_lm, perplexity
+
+        c = self.config
+        dialogues, rejected = load_dialogues(spec)
+        if c.perplexity.max_dialogues > 0:
+            dialogues = dialogues[: c.perplexity.max_dialogues]
+        self.result.tasks[spec.name] = {"kind": spec.kind, "path": spec.path, "dialogues": len(dialogues),
+                                        "rejected_records": rejected}
+        candidates = [(p, display_name(p), "model", False) for p in c.models]
+        candidates += [(p, display_name(p), "baseline", False) for p in c.baselines]
+        if c.random_baseline:
+            candidates += [(p, f"random-init({display_name(p)})", "random-init", True) for p in c.models]
+        for path, name, kind, random_init in candidates:
+            rep = Representation(name=name, kind=kind, path=str(path))
+            t0 = time.perf_counter()
+            try:
+                model, tokenizer = load_causal_lm(path, random_init=random_init, seed=c.seed)
+            except NotCausalLM as exc:
+                LOG.warning("%s", exc)
+                self._add(rep, spec, "perplexity", {}, time.perf_counter() - t0, note=f"skipped: {exc}")
+                continue
+            metrics = perplexity(model, tokenizer, dialogues, c.perplexity.max_length, c.perplexity.batch_size)
+            self._add(rep, spec, "perplexity", metrics, time.perf_counter() - t0)
+
+
+def evaluate(config: EvaluateConfig, out_dir: str | Path | None = None) -> EvaluationResult:
+    """Run the evaluation and write report.json, report.md and plots to `out_dir`."""
+    from convssl.evaluate.report import write_report
+
+    out = Path(out_dir or config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    runner = Runner(config, out)
+    started = time.perf_counter()
+    result = runner.run()
+    write_report(result, out, seconds=time.perf_counter() - started)
+    return result

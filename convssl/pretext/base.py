@@ -1,0 +1,260 @@
+"""The contract between pretext objectives, models and the training loop.
+
+An objective owns three things: how dialogues become batches, which heads it adds to the model
+and how a batch becomes a loss. The loop only sees `Batch` objects and a scalar loss, so adding an
+objective is adding one module that registers itself here.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+import numpy as np
+import torch
+
+from convssl.data.special_tokens import EOT, ROLE_TOKENS
+
+if TYPE_CHECKING:
+    from convssl.models.pretext_model import PretextModel
+
+
+class DialogueLike(Protocol):
+    """What objectives read from `convssl.data.shards.TokenizedDialogue`."""
+
+    id: str
+    turns: list[np.ndarray]
+    roles: list[str]
+
+
+class ObjectiveError(ValueError):
+    """An objective was configured or combined in a way that cannot work."""
+
+
+@dataclass
+class ObjectiveConfig:
+    """Settings of one objective; fields an objective does not use are ignored by it.
+
+    `tasks` is only read by `multitask`: each entry is the full config of one sub-objective, whose
+    `weight` scales its loss in the weighted sum.
+    """
+
+    name: str = "mlm"
+    weight: float = 1.0
+    mask_rate: float = 0.15
+    whole_word: bool = False
+    context_turns: int = 3
+    max_length: int = 128
+    temperature: float = 0.05
+    symmetric: bool = True
+    hard_negatives: bool = False
+    same_dialogue_negatives: float = 0.0
+    packing: bool = True
+    tasks: list[ObjectiveConfig] = field(default_factory=list)
+
+
+@dataclass
+class Batch:
+    """Tensors of one step; `real_tokens` counts non-pad tokens for honest throughput numbers."""
+
+    tensors: dict[str, torch.Tensor]
+    real_tokens: int
+    objective: str
+    parts: list[Batch] = field(default_factory=list)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        tensors = {k: v.to(device, non_blocking=non_blocking) for k, v in self.tensors.items()}
+        parts = [p.to(device, non_blocking=non_blocking) for p in self.parts]
+        return Batch(tensors, self.real_tokens, self.objective, parts)
+
+    def pin_memory(self) -> Batch:
+        """Pinned host memory lets `.to(cuda, non_blocking=True)` overlap with compute."""
+        tensors = {k: v.pin_memory() for k, v in self.tensors.items()}
+        return Batch(tensors, self.real_tokens, self.objective, [p.pin_memory() for p in self.parts])
+
+    @property
+    def size(self) -> int:
+        """Number of examples (rows); used to weigh metrics when averaging over steps."""
+        for value in self.tensors.values():
+            return int(value.shape[0])
+        return sum(p.size for p in self.parts)
+
+
+@dataclass(frozen=True)
+class SpecialIds:
+    """Ids of the tokens that frame dialogues, resolved once from the tokenizer.
+
+    WordPiece tokenizers give [CLS]/[SEP]/[MASK]; byte-level BPE ones only <|endoftext|> and
+    <pad>, so `bos`/`eos` fall back to whatever boundary token the tokenizer has.
+    """
+
+    pad: int
+    bos: int
+    eos: int
+    mask: int | None
+    eot: int
+    roles: dict[str, int]
+    all_special: tuple[int, ...]
+    vocab_size: int
+
+    def role(self, name: str) -> int:
+        try:
+            return self.roles[name]
+        except KeyError:
+            raise ObjectiveError(f"unknown dialogue role {name!r}; expected one of {sorted(self.roles)}") from None
+
+
+def _token_id(tokenizer: Any, token: str | None) -> int | None:
+    if token is None:
+        return None
+    idx = tokenizer.convert_tokens_to_ids(str(token))
+    if idx is None or (tokenizer.unk_token_id is not None and idx == tokenizer.unk_token_id and token != tokenizer.unk_token):
+        return None
+    return int(idx)
+
+
+def special_ids(tokenizer: Any) -> SpecialIds:
+    """Resolve framing tokens; fail early, naming the token, if the tokenizer lacks one."""
+    eot = _token_id(tokenizer, EOT)
+    roles = {role: _token_id(tokenizer, tok) for role, tok in ROLE_TOKENS.items()}
+    missing = [t for t, i in [(EOT, eot), *((ROLE_TOKENS[r], i) for r, i in roles.items())] if i is None]
+    if missing:
+        raise ObjectiveError(
+            f"the tokenizer lacks the dialogue tokens {missing}; load it with "
+            "convssl.data.tokenizer.load_tokenizer, which adds them"
+        )
+    eos = _token_id(tokenizer, tokenizer.sep_token) or _token_id(tokenizer, tokenizer.eos_token)
+    bos = _token_id(tokenizer, tokenizer.cls_token) or _token_id(tokenizer, tokenizer.bos_token) or eos
+    pad = _token_id(tokenizer, tokenizer.pad_token)
+    if eos is None or bos is None:
+        raise ObjectiveError("the tokenizer has neither [SEP] nor an end-of-text token to separate sequences")
+    if pad is None:
+        pad = eos
+    specials = {int(i) for i in tokenizer.all_special_ids} | {eot, eos, bos, pad, *roles.values()}
+    return SpecialIds(
+        pad=pad,
+        bos=bos,
+        eos=eos,
+        mask=_token_id(tokenizer, tokenizer.mask_token),
+        eot=eot,
+        roles={r: int(i) for r, i in roles.items()},  # type: ignore[arg-type]
+        all_special=tuple(sorted(specials)),
+        vocab_size=len(tokenizer),
+    )
+
+
+def turn_segment(ids: SpecialIds, role: str, tokens: np.ndarray, max_tokens: int | None = None) -> np.ndarray:
+    """`[ROLE] tokens [EOT]`, cutting the tokens (not the markers) to fit `max_tokens`."""
+    body = np.asarray(tokens, dtype=np.int64)
+    if max_tokens is not None and body.size + 2 > max_tokens:
+        body = body[: max(0, max_tokens - 2)]
+    out = np.empty(body.size + 2, dtype=np.int64)
+    out[0] = ids.role(role)
+    out[1:-1] = body
+    out[-1] = ids.eot
+    return out
+
+
+def pad_rows(rows: list[np.ndarray], pad_id: int, length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad to the longest row (or `length`); returns ids and the 0/1 attention mask."""
+    width = length or max(len(r) for r in rows)
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = row
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
+def encoder_inputs(rows: list[np.ndarray], pad_id: int, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Tensors for an encoder; the mask is left out when nothing is padded, so attention skips it."""
+    ids, mask = pad_rows(rows, pad_id)
+    out = {f"{prefix}input_ids": torch.from_numpy(ids)}
+    if not mask.all():
+        out[f"{prefix}attention_mask"] = torch.from_numpy(mask)
+    return out
+
+
+class PretextObjective(ABC):
+    """One self-supervised task: batching, heads and loss.
+
+    `batches` must be deterministic given the dialogue order and the generator, so that a resumed
+    run (same data position, same rng state) sees the same batches.
+    """
+
+    name: ClassVar[str]
+    #: "encoder", "decoder" or "any": which backbone kinds the objective can train.
+    needs: ClassVar[str] = "encoder"
+
+    def __init__(self, config: ObjectiveConfig, tokenizer: Any) -> None:
+        self.config = config
+        self.tokenizer = tokenizer
+        self.ids = special_ids(tokenizer)
+        if config.max_length < 8:
+            raise ObjectiveError(f"objective {self.name}: max_length must be >= 8, got {config.max_length}")
+
+    @abstractmethod
+    def batches(
+        self, dialogues: Iterator[DialogueLike], batch_size: int, rng: np.random.Generator
+    ) -> Iterator[Batch]:
+        """Turn a stream of tokenised dialogues into batches."""
+
+    @abstractmethod
+    def add_heads(self, model: PretextModel) -> None:
+        """Add this objective's heads to `model.heads` (idempotent: resume calls it again)."""
+
+    @abstractmethod
+    def loss(self, model: PretextModel, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        """Scalar loss and float metrics (computed without gradients)."""
+
+    def check_model(self, model: PretextModel) -> None:
+        if self.needs == "encoder" and model.is_decoder:
+            raise ObjectiveError(f"objective {self.name} needs an encoder (arch bert), got arch {model.arch}")
+        if self.needs == "decoder" and not model.is_decoder:
+            raise ObjectiveError(f"objective {self.name} needs a decoder (arch gpt2 or llama), got arch {model.arch}")
+
+
+_REGISTRY: dict[str, type[PretextObjective]] = {}
+
+
+def register_objective(cls: type[PretextObjective]) -> type[PretextObjective]:
+    """Class decorator: make an objective reachable by its `name` from configs."""
+    name = getattr(cls, "name", None)
+    if not name:
+        raise TypeError(f"{cls.__name__} must set a class attribute `name`")
+    if name in _REGISTRY and _REGISTRY[name] is not cls:
+        raise ValueError(f"objective name {name!r} is already registered by {_REGISTRY[name].__name__}")
+    _REGISTRY[name] = cls
+    return cls
+
+
+def _load_builtin() -> None:
+    # Importing the package imports every built-in objective module, which registers them.
+    import convssl.pretext  # noqa: F401
+
+
+def get_objective(name: str) -> type[PretextObjective]:
+    _load_builtin()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ObjectiveError(f"unknown objective {name!r}; available: {available_objectives()}") from None
+
+
+def available_objectives() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def build_objective(config: ObjectiveConfig, tokenizer: Any) -> PretextObjective:
+    """Instantiate the objective a config names."""
+    return get_objective(config.name)(config, tokenizer)
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    with torch.no_grad():
+        if labels.numel() == 0:
+            return 0.0
+        return float((logits.argmax(-1) == labels).float().mean())

@@ -1,0 +1,141 @@
+"""Contrastive response selection (ConveRT, TOD-BERT): pull a context towards its reply.
+
+One shared encoder embeds the context (last k turns with role tokens) and the reply (the next
+turn); mean-pooled, L2-normalised embeddings are scored by cosine / temperature against every
+reply in the batch, and, under torch.distributed, against the replies of every rank.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from convssl.pretext.base import (
+    Batch,
+    DialogueLike,
+    ObjectiveError,
+    PretextObjective,
+    encoder_inputs,
+    register_objective,
+)
+from convssl.pretext.batching import (
+    context_row,
+    dialogue_segments,
+    grouped,
+    response_key,
+    shuffled,
+    windows,
+    with_role,
+)
+
+if TYPE_CHECKING:
+    from convssl.models.pretext_model import PretextModel
+
+WINDOW = 64  # dialogues read before their examples are shuffled together
+SHUFFLE_BATCHES = 8  # shuffle buffer, in batches: spreads one dialogue's examples apart
+
+
+def gather_across_ranks(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """All ranks' rows (differentiable) and this rank's index; identity without distributed."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        world = torch.distributed.get_world_size()
+        if world > 1:
+            from torch.distributed.nn.functional import all_gather
+
+            return torch.cat(all_gather(x.contiguous()), dim=0), torch.distributed.get_rank()
+    return x, 0
+
+
+@register_objective
+class ContrastiveResponse(PretextObjective):
+    name = "contrastive"
+    needs = "any"
+
+    def __init__(self, config, tokenizer) -> None:
+        super().__init__(config, tokenizer)
+        if config.temperature <= 0:
+            raise ObjectiveError(f"contrastive: temperature must be > 0, got {config.temperature}")
+        if config.context_turns < 1:
+            raise ObjectiveError(f"contrastive: context_turns must be >= 1, got {config.context_turns}")
+
+    def pairs(self, dialogues: Iterator[DialogueLike], rng: np.random.Generator) -> Iterator[tuple[np.ndarray, ...]]:
+        """(context row, response row, hard-negative row or None, response key) per turn i >= 1."""
+        length = self.config.max_length
+        k = self.config.context_turns
+        bos, eos = np.array([self.ids.bos]), np.array([self.ids.eos])
+        for group in windows(dialogues, WINDOW):
+            for dialogue in group:
+                segs = dialogue_segments(dialogue, self.ids, length - 2)
+                for i in range(1, len(segs)):
+                    context = context_row(segs[max(0, i - k) : i], self.ids, length - 2)
+                    response = np.concatenate([bos, segs[i], eos])
+                    hard = None
+                    if self.config.hard_negatives:
+                        j = int(rng.integers(len(segs) - 1))
+                        other = segs[j if j < i else j + 1]
+                        hard = np.concatenate([bos, with_role(other, segs[i][0]), eos])
+                    yield context, response, hard, response_key(segs[i])
+
+    def batches(
+        self, dialogues: Iterator[DialogueLike], batch_size: int, rng: np.random.Generator
+    ) -> Iterator[Batch]:
+        """Full batches only (all ranks must gather equal shapes); a lone partial batch is kept
+        so that tiny data sets still train."""
+        examples = shuffled(self.pairs(dialogues, rng), SHUFFLE_BATCHES * batch_size, rng)
+        yielded = False
+        for group in grouped(examples, batch_size):
+            if len(group) < batch_size and yielded:
+                return
+            yielded = True
+            yield self.make_batch(group)
+
+    def make_batch(self, group: list[tuple]) -> Batch:
+        pad = self.ids.pad
+        tensors = {
+            **encoder_inputs([g[0] for g in group], pad, "context_"),
+            **encoder_inputs([g[1] for g in group], pad, "response_"),
+            "response_keys": torch.tensor([g[3] for g in group], dtype=torch.long),
+        }
+        real = sum(len(g[0]) + len(g[1]) for g in group)
+        if self.config.hard_negatives:
+            tensors.update(encoder_inputs([g[2] for g in group], pad, "negative_"))
+            real += sum(len(g[2]) for g in group)
+        return Batch(tensors, real_tokens=real, objective=self.name)
+
+    def add_heads(self, model: PretextModel) -> None:
+        self.check_model(model)  # shared encoder, no head: the embeddings are the product
+
+    def embed(self, model: PretextModel, batch: Batch, prefix: str) -> torch.Tensor:
+        t = batch.tensors
+        mask = t.get(f"{prefix}attention_mask")
+        hidden = model.encode(t[f"{prefix}input_ids"], mask)
+        return F.normalize(model.mean_pool(hidden, mask).float(), dim=-1)
+
+    def loss(self, model: PretextModel, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        t = batch.tensors
+        context = self.embed(model, batch, "context_")
+        responses = self.embed(model, batch, "response_")
+        keys = t["response_keys"]
+        n = context.shape[0]
+        pool = torch.cat([responses, self.embed(model, batch, "negative_")]) if "negative_input_ids" in t else responses
+        pool_keys = torch.cat([keys, keys.new_full((n,), -1)]) if pool.shape[0] > n else keys
+        all_pool, rank = gather_across_ranks(pool)
+        all_keys, _ = gather_across_ranks(pool_keys)
+        targets = torch.arange(n, device=context.device) + rank * pool.shape[0]
+        logits = context @ all_pool.T / self.config.temperature
+        # The same reply text elsewhere in the batch ("ok", "lol") is not a negative.
+        duplicate = (all_keys[None, :] == keys[:, None]) & (all_keys[None, :] >= 0)
+        duplicate[torch.arange(n, device=context.device), targets] = False
+        logits = logits.masked_fill(duplicate, float("-inf"))
+        loss = F.cross_entropy(logits, targets)
+        if self.config.symmetric:
+            all_context, _ = gather_across_ranks(context)
+            back = responses @ all_context.T / self.config.temperature
+            loss = (loss + F.cross_entropy(back, torch.arange(n, device=context.device) + rank * n)) / 2
+        with torch.no_grad():
+            recall = float((logits.argmax(-1) == targets).float().mean())
+        return loss, {"loss": float(loss.detach()), "recall@1": recall}

@@ -1,0 +1,71 @@
+"""Settings of `convssl serve`: one dataclass so a deployment is one YAML file plus overrides."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+@dataclass
+class EscalationConfig:
+    """When the bot hands a conversation to a person.
+
+    A single uncertain answer is often fine (users rephrase), so by default it takes
+    `low_confidence_turns` uncertain turns in a row; an explicit request for a person escalates at once.
+    """
+
+    confidence_threshold: float = 0.5
+    low_confidence_turns: int = 2
+    escalate_out_of_scope: bool = True
+    human_request_threshold: float = 0.55
+    human_request_intents: list[str] = field(default_factory=lambda: ["human_agent", "talk_to_human", "speak_to_human"])
+    human_request_phrases: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ResponderConfig:
+    """The dual-encoder response bank used for small talk and intents without a template."""
+
+    bank_file: str = ""
+    bank_size: int = 3000
+    threshold: float = 0.6
+    max_length: int = 48
+
+
+@dataclass
+class BatchingConfig:
+    max_batch: int = 64
+    max_wait_ms: float = 1.0
+    torch_threads: int = 1
+    bf16: bool = True
+    cache_size: int = 4096
+
+
+@dataclass
+class LimitsConfig:
+    max_message_chars: int = 1000
+    requests_per_minute: int = 30
+    max_sessions_per_minute: int = 0
+
+
+@dataclass
+class ServeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    db_path: str = "convssl_serve.sqlite3"
+    classifier_path: str = ""
+    encoder_path: str = ""
+    responses_file: str = ""
+    bot_name: str = "Convssl bot"
+    agent_token: str = ""
+    cors_origins: list[str] = field(default_factory=list)
+    fallback_reply: str = "Sorry, I did not get that. Could you rephrase it?"
+    escalation: EscalationConfig = field(default_factory=EscalationConfig)
+    responder: ResponderConfig = field(default_factory=ResponderConfig)
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    log_level: str = "warning"
+
+    def resolved_agent_token(self) -> str:
+        """The config wins; the environment lets deployments keep the secret out of YAML files."""
+        return self.agent_token or os.environ.get("CONVSSL_AGENT_TOKEN", "")

@@ -1,0 +1,84 @@
+"""The typed configuration of a pretraining run (`convssl pretrain --config FILE key=value ...`).
+
+Everything that changes the result of a run lives here, so the resolved `RUN/config.yaml` is
+enough to reproduce it and `--resume` can check that a run is continued with the same settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from convssl.models.presets import ModelConfig
+from convssl.pretext.base import ObjectiveConfig
+
+
+@dataclass
+class ProbeConfig:
+    """A quick linear probe: logistic regression on mean-pooled embeddings of a labelled set.
+
+    `path` is a JSONL (`{"text", "label"}` per line, optional `"split"`) or CSV (`text,label`
+    header) file. Early stopping watches the probe accuracy, not the pretext loss, because a
+    falling pretext loss does not mean the representation still improves for downstream use.
+    """
+
+    path: str | None = None
+    every: int = 0  # 0: at every evaluation
+    max_examples: int = 2000
+    test_fraction: float = 0.3
+    max_length: int = 64
+    patience: int = 0  # evaluations without improvement before stopping; 0: never stop early
+
+
+@dataclass
+class PretrainConfig:
+    data: str = ""  # a folder written by `convssl prepare` (tokenizer/ + shards/)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objectives: list[ObjectiveConfig] = field(default_factory=lambda: [ObjectiveConfig(name="mlm")])
+    batch_size: int = 32  # global examples per micro-batch and objective, split across ranks
+    grad_accum: int = 1  # micro-batches per optimizer step
+    max_steps: int = 1000
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    warmup_steps: int = 100
+    schedule: str = "cosine"  # cosine | linear | constant
+    clip_norm: float = 1.0  # 0 disables clipping
+    bf16: bool = True
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    log_every: int = 10
+    eval_every: int = 200
+    eval_batches: int = 20
+    checkpoint_every: int = 500
+    keep_last: int = 2
+    seed: int = 0
+    threads: int = 0  # torch.set_num_threads when > 0
+    data_parallel: str = "split"  # split: every rank builds the global batch and keeps its slice; shard: ShardReader(rank, world_size)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    tensorboard: bool = True
+    progress: bool = True
+    plot: bool = True
+
+    def validate(self) -> None:
+        """Fail before any work with a message naming the field."""
+        from convssl.config import ConfigError
+
+        checks = [
+            (bool(self.data), "data: the prepared data folder is required (--data DIR or data=DIR)"),
+            (self.batch_size > 0, f"batch_size: must be positive, got {self.batch_size}"),
+            (self.grad_accum > 0, f"grad_accum: must be positive, got {self.grad_accum}"),
+            (self.max_steps > 0, f"max_steps: must be positive, got {self.max_steps}"),
+            (self.lr > 0, f"lr: must be positive, got {self.lr}"),
+            (len(self.betas) == 2, f"betas: needs two numbers, got {self.betas}"),
+            (self.schedule in {"cosine", "linear", "constant"}, f"schedule: {self.schedule!r} is not cosine|linear|constant"),
+            (self.warmup_steps >= 0, f"warmup_steps: must be >= 0, got {self.warmup_steps}"),
+            (self.log_every > 0, f"log_every: must be positive, got {self.log_every}"),
+            (self.keep_last >= 1, f"keep_last: must be >= 1, got {self.keep_last}"),
+            (len(self.objectives) > 0, "objectives: at least one objective is required"),
+            (self.data_parallel in {"split", "shard"}, f"data_parallel: {self.data_parallel!r} is not split|shard"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        names = [o.name for o in self.objectives]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"objectives: each objective may appear once, got {names}")

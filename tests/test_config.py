@@ -1,0 +1,47 @@
+from dataclasses import dataclass, field
+
+import pytest
+
+from convssl.config import ConfigError, load_config, save_config
+
+
+@dataclass
+class Optim:
+    lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+
+
+@dataclass
+class Example:
+    name: str = "run"
+    steps: int = 10
+    bf16: bool = True
+    tags: list[str] = field(default_factory=list)
+    init_from: str | None = None
+    optim: Optim = field(default_factory=Optim)
+
+
+def test_yaml_then_overrides_win(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("steps: 20\noptim:\n  lr: 0.01\n")
+    cfg = load_config(Example, path, ["optim.lr=3e-4", "bf16=false", "tags=a,b"])
+    assert cfg.steps == 20
+    assert cfg.optim.lr == pytest.approx(3e-4)
+    assert cfg.optim.betas == [0.9, 0.999]
+    assert cfg.bf16 is False
+    assert cfg.tags == ["a", "b"]
+
+
+def test_saved_config_reloads_identically(tmp_path):
+    cfg = load_config(Example, None, ["init_from=/models/x", "steps=7"])
+    save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(Example, tmp_path / "config.yaml") == cfg
+
+
+def test_unknown_field_and_bad_type_name_the_field(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown field\(s\) \['stepz'\]"):
+        load_config(Example, None, ["stepz=3"])
+    with pytest.raises(ConfigError, match=r"optim\.lr"):
+        load_config(Example, None, ["optim.lr=fast"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(Example, tmp_path / "missing.yaml")
