@@ -45,12 +45,28 @@ def main() -> int:
         report = run_prepare(config, out, progress=False)
         wall = time.perf_counter() - started
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    utterances = count_utterances(report)
     print_numbers(report, wall, peak_mib)
+    print(f"utterances in (chitchat messages + SGD turns): {utterances:,} -> {utterances / wall:,.0f} utterances/s "
+          "end to end")
     if args.json:
         Path(args.json).write_text(json.dumps({"wall_seconds": wall, "peak_rss_mib": peak_mib,
-                                               "timings": report["timings"], "counts": report["counts"],
+                                               "timings": report["timings"],
+                                               "cpu_timings": report["cpu_timings"], "counts": report["counts"],
                                                "stages": report["stages"], "shards": report.get("shards")}, indent=2))
     return 0 if wall < 60 else 1
+
+
+def count_utterances(report: dict) -> int:
+    """Chitchat counts messages (several per turn); counted after the timed run, from the inputs."""
+    total = 0
+    for source in report["inputs"]:
+        if source["format"] == "chitchat":
+            data = json.loads(Path(source["path"]).read_text(encoding="utf-8"))
+            total += sum(len(group) for conv in data.values() for group in conv["messages"])
+        else:
+            total += source.get("turns", 0)
+    return total
 
 
 def print_numbers(report: dict, wall: float, peak_mib: float) -> None:
@@ -59,19 +75,24 @@ def print_numbers(report: dict, wall: float, peak_mib: float) -> None:
     print(f"inputs: {', '.join(s['input'] for s in report['inputs'])}")
     print(f"dialogues read {c['dialogues_read']:,} ({c['turns_read']:,} turns); kept {c['dialogues_kept']:,} "
           f"({c['turns_kept']:,} turns); rejected {c['rejected']:,}")
-    print(f"{'stage':<14}{'seconds':>9}{'turns in':>12}{'turns/s':>12}  removed")
+    cpu = report["cpu_timings"]
+    print("turns/s = turns into the stage / wall seconds; CPU s = process CPU time (all threads)")
+    print(f"{'stage':<14}{'wall s':>8}{'CPU s':>8}{'turns in':>11}{'turns/s':>11}  removed")
     for stage in report["stages"]:
         rate = stage["turns_in"] / stage["seconds"] if stage["seconds"] else float("inf")
         removed = ", ".join(f"{k} {v:,}" for k, v in stage["removed"].items())
-        print(f"{stage['stage']:<14}{stage['seconds']:>9.2f}{stage['turns_in']:>12,}{rate:>12,.0f}  {removed}")
+        print(f"{stage['stage']:<14}{stage['seconds']:>8.2f}{stage['cpu_seconds']:>8.2f}{stage['turns_in']:>11,}"
+              f"{rate:>11,.0f}  {removed}")
     kept_turns = max(1, c["turns_kept"])
     for name in ("split", "write", "tokenizer", "shards", "report"):
         if name in timings:
             secs = timings[name]
             rate = kept_turns / secs if secs else float("inf")
-            print(f"{name:<14}{secs:>9.2f}{kept_turns:>12,}{rate:>12,.0f}")
+            print(f"{name:<14}{secs:>8.2f}{cpu[name]:>8.2f}{kept_turns:>11,}{rate:>11,.0f}")
     tokens = sum(s["tokens"] for s in report.get("shards", {}).values())
     print(f"tokens written: {tokens:,}")
+    print(f"CPU time of the run: {cpu['total']:.1f} s; load average while it ran: {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} cores (shared machine: wall times grow with other jobs)")
     print(f"total: {wall:.1f} s ({c['turns_read'] / wall:,.0f} turns/s end to end); "
           f"peak RSS {peak_mib:,.0f} MiB; target < 60 s: {'met' if wall < 60 else 'MISSED'}")
 

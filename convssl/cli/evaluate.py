@@ -26,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-test", type=int, default=None, metavar="N", help="seeded stratified subsample of test/val")
     parser.add_argument("--seeds", type=int, default=None, help="k-shot seeds (default 3)")
     parser.add_argument("--bf16", action="store_true", help="embed under bf16 autocast (faster on AVX-512 BF16 CPUs)")
+    parser.add_argument("--cache", default=None, metavar="DIR",
+                        help="keep embeddings on disk here so that reruns skip the forward passes")
     parser.add_argument("--no-plots", action="store_true", help="write report.json/report.md only")
     parser.add_argument("--out", default=None, metavar="DIR", help="output folder (default runs/evaluate)")
     parser.add_argument("--config", default=None, metavar="FILE",
@@ -60,6 +62,8 @@ def build_config(args: argparse.Namespace):
         config.intent.seeds = args.seeds
     if args.bf16:
         config.bf16 = True
+    if args.cache:
+        config.cache_dir = args.cache
     if args.no_plots:
         config.plots = False
     if args.out:

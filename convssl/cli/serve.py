@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 from convssl.cli import UserError
 
@@ -33,6 +34,9 @@ def run(args: argparse.Namespace) -> int:
         config.port = args.port
     if not config.classifier_path:
         raise UserError("no intent classifier: pass classifier_path=DIR (a `convssl finetune` output folder)")
+    if not Path(config.classifier_path).exists():
+        raise UserError(f"classifier folder {config.classifier_path} does not exist: train one with "
+                        f"`convssl finetune ... --out {config.classifier_path}` (for serve_demo: `make demo`)")
     logging.getLogger("convssl").info("loading models (classifier %s)", config.classifier_path)
     try:
         brain = Brain.load(config)

@@ -137,6 +137,11 @@ class PrepareConfig:
         if self.inputs.format is not None and self.inputs.format not in FORMATS:
             raise ValueError(f"inputs.format: {self.inputs.format!r} is not one of {list(FORMATS)}")
         validate_ratios(self.split.ratios)
+        unknown_pii = sorted({t.upper() for t in self.pii.types} - set(PII_TYPES))
+        if unknown_pii:
+            raise ValueError(f"pii.types: unknown type(s) {unknown_pii}; choose from {list(PII_TYPES)}")
+        if self.tokenizer.kind not in ("wordpiece", "bpe"):
+            raise ValueError(f"tokenizer.kind must be wordpiece or bpe, got {self.tokenizer.kind!r}")
         if not 0.0 < self.dedup.threshold <= 1.0:
             raise ValueError(f"dedup.threshold must be in (0, 1], got {self.dedup.threshold}")
 
@@ -162,7 +167,9 @@ class _FilteredLog:
         self._fh: IO[str] = path.open("w", encoding="utf-8")
 
     def write(self, dialogue: Dialogue, stage: str, reason: str, **extra: Any) -> None:
-        entry = {"id": dialogue.id, "source": dialogue.source, "stage": stage, "reason": reason, **extra}
+        self.write_entry({"id": dialogue.id, "source": dialogue.source, "stage": stage, "reason": reason, **extra})
+
+    def write_entry(self, entry: dict[str, Any]) -> None:
         self._fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
 
     def close(self) -> None:
@@ -176,15 +183,18 @@ class _Run:
         self.out = out
         self.progress = progress
         self.timings: dict[str, float] = {}
+        # CPU seconds of this process (all threads): comparable across runs on a busy machine.
+        self.cpu_timings: dict[str, float] = {}
         self.stages: list[dict[str, Any]] = []
         self.filtered = _FilteredLog(out / "filtered.jsonl")
 
     @contextmanager
     def timed(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         LOG.info("stage %s ...", name)
         yield
         self.timings[name] = round(time.perf_counter() - start, 3)
+        self.cpu_timings[name] = round(time.process_time() - cpu, 3)
 
     def record(
         self, name: str, before: Sequence[Dialogue], after: Sequence[Dialogue], removed: Counter[str], **extra: Any
@@ -199,6 +209,7 @@ class _Run:
             "turns_out": _turns(after),
             "removed": dict(sorted(removed.items(), key=lambda kv: -kv[1])),
             "seconds": seconds,
+            "cpu_seconds": self.cpu_timings.get(name, 0.0),
             "turns_per_second": round(turns_in / seconds) if seconds > 0 else None,
             **extra,
         }
@@ -340,6 +351,8 @@ def curate_intents(
                 pii.update(counts)
             if not text.strip():
                 removed["empty_text"] += 1
+                run.filtered.write_entry({"text": example.text, "label": example.label, "source": example.source,
+                                          "split": example.split, "stage": "intents", "reason": "empty_text"})
                 continue
             example.text = text
             kept.append(example)
@@ -354,6 +367,13 @@ def write_jsonl(path: Path, records: Iterable[Any]) -> int:
             fh.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
             count += 1
     return count
+
+
+def _remove_stale(folder: Path, splits: set[str]) -> None:
+    """A rerun into the same folder must not leave an old split file that would be read back."""
+    for path in folder.glob("*.jsonl"):
+        if path.stem not in splits:
+            path.unlink()
 
 
 def _split_summary(dialogues: Sequence[Dialogue]) -> dict[str, Any]:
@@ -418,16 +438,21 @@ def run_prepare(config: PrepareConfig, out_dir: str | Path, progress: bool = Tru
     """Run the whole pipeline into `out_dir` and return the report (also written as report.json)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     run = _Run(out, progress)
     try:
         with RejectLog(out / "rejects.jsonl", strict=config.inputs.strict) as rejects:
             with run.timed("read"):
                 result = _read(run, config, rejects)
-            report = _curate_and_write(run, config, result, rejects, started)
+            report = _curate_and_write(run, config, result, rejects, started, cpu_started)
     finally:
         run.filtered.close()
     return report
+
+
+def _set_timings(report: dict[str, Any], run: _Run, started: float, cpu_started: float) -> None:
+    report["timings"] = {**run.timings, "total": round(time.perf_counter() - started, 3)}
+    report["cpu_timings"] = {**run.cpu_timings, "total": round(time.process_time() - cpu_started, 3)}
 
 
 def _read(run: _Run, config: PrepareConfig, rejects: RejectLog) -> ReadResult:
@@ -442,14 +467,15 @@ def _read(run: _Run, config: PrepareConfig, rejects: RejectLog) -> ReadResult:
 
 
 def _curate_and_write(
-    run: _Run, config: PrepareConfig, result: ReadResult, rejects: RejectLog, started: float
+    run: _Run, config: PrepareConfig, result: ReadResult, rejects: RejectLog, started: float, cpu_started: float
 ) -> dict[str, Any]:
     out = run.out
     dialogues = result.dialogues
     renamed = unique_ids(dialogues)
     read_stage = {"stage": "read", "dialogues_in": len(dialogues), "dialogues_out": len(dialogues),
                   "turns_in": _turns(dialogues), "turns_out": _turns(dialogues), "removed": {},
-                  "seconds": run.timings["read"], "renamed_duplicate_ids": renamed,
+                  "seconds": run.timings["read"], "cpu_seconds": run.cpu_timings["read"],
+                  "renamed_duplicate_ids": renamed,
                   "turns_per_second": round(_turns(dialogues) / run.timings["read"]) if run.timings["read"] else None}
     run.stages.append(read_stage)
     kept, pii = curate(run, dialogues, config)
@@ -457,11 +483,13 @@ def _curate_and_write(
         splits = split_dialogues(kept, config.split)
     intents, intents_removed, intents_pii = curate_intents(run, result.intents, config)
     with run.timed("write"):
+        _remove_stale(out / "dialogues", set(splits))
         for name, items in splits.items():
             write_jsonl(out / "dialogues" / f"{name}.jsonl", items)
         intent_splits: dict[str, list[IntentExample]] = {}
         for example in intents:
             intent_splits.setdefault(example.split, []).append(example)
+        _remove_stale(out / "intents", set(intent_splits))
         for name, items in intent_splits.items():
             write_jsonl(out / "intents" / f"{name}.jsonl", items)
     sources = [s["input"] for s in result.sources]
@@ -497,8 +525,8 @@ def _curate_and_write(
     with run.timed("report"):
         arrays = corpus_arrays(kept)
         report["stats"] = corpus_stats(arrays)
-        report["timings"] = {**run.timings, "total": round(time.perf_counter() - started, 3)}
+        _set_timings(report, run, started, cpu_started)
         write_report(report, out, arrays if config.plots else None)
-    report["timings"] = {**run.timings, "total": round(time.perf_counter() - started, 3)}
+    _set_timings(report, run, started, cpu_started)
     write_report(report, out, None)
     return report

@@ -111,11 +111,13 @@ def _bars(counts: dict[str, int], title: str, xlabel: str, path: Path, horizonta
         ax.set_yticks(pos, labels)
         ax.invert_yaxis()
         ax.set_xlabel(xlabel)
+        ax.set_xlim(0, max(1, max(values)) * 1.15)  # room for the value labels
         for p, v in zip(pos, values):
             ax.text(v, p, f" {v:,}", va="center", fontsize=8)
     else:
         ax.bar(labels, values, color="#55A868")
         ax.set_ylabel(xlabel)
+        ax.set_ylim(0, max(1, max(values)) * 1.18)  # room for the value labels
         total = sum(values) or 1
         for i, v in enumerate(values):
             ax.text(i, v, f"{v:,}\n({100 * v / total:.1f}%)", ha="center", va="bottom", fontsize=8)
@@ -201,7 +203,8 @@ def render_markdown(report: dict[str, Any]) -> str:
                       [[name, s["dialogues"], s["turns"], s["tokens"], s["shards"]]
                        for name, s in report.get("shards", {}).items()])
     out += ["## Timings (seconds)", ""]
-    out += _table(["stage", "seconds"], [[k, v] for k, v in report["timings"].items()])
+    cpu = report.get("cpu_timings", {})
+    out += _table(["stage", "wall", "CPU"], [[k, v, cpu.get(k, "-")] for k, v in report["timings"].items()])
     if report.get("plots"):
         out += ["## Plots", ""] + [f"![{Path(p).stem}](plots/{Path(p).name})" for p in report["plots"]] + [""]
     return "\n".join(out)

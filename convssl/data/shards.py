@@ -17,6 +17,7 @@ Layout of `OUT/{split}/shard-NNNNN.*` (one shard holds whole dialogues only):
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -38,6 +39,7 @@ LOG = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 ARRAY_PARTS = ("tokens", "turns", "dialogues", "roles")
+SHARD_KEYS = {"name", "dialogues", "turns", "tokens"}
 ROLE_CODES = {role: code for code, role in enumerate(ROLES)}
 
 
@@ -78,7 +80,7 @@ def _shard_name(index: int) -> str:
     return f"shard-{index:05d}"
 
 
-def _save_npy_atomic(path: Path, array: np.ndarray) -> Path:
+def _save_npy_tmp(path: Path, array: np.ndarray) -> Path:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "wb") as handle:
         np.save(handle, array, allow_pickle=False)
@@ -103,35 +105,35 @@ class _ShardBuffer:
 
     def _reset(self) -> None:
         self.token_chunks: list[np.ndarray] = []
-        self.turn_lengths: list[int] = []
+        self.length_chunks: list[np.ndarray] = []
         self.dialogue_turns: list[int] = []
-        self.roles: list[int] = []
+        self.role_chunks: list[np.ndarray] = []
         self.ids: list[str] = []
         self.n_tokens = 0
+        self.n_turns = 0
 
-    def add(self, dialogue_id: str, turns: list[list[int]], roles: list[int]) -> None:
-        for ids in turns:
-            self.token_chunks.append(np.asarray(ids, dtype=self.dtype))
-            self.turn_lengths.append(len(ids))
-            self.n_tokens += len(ids)
-        self.roles.extend(roles)
-        self.dialogue_turns.append(len(turns))
+    def add(self, dialogue_id: str, tokens: np.ndarray, turn_lengths: np.ndarray, roles: np.ndarray) -> None:
+        """One dialogue: its flat token ids, the length of each turn and each turn's role code."""
+        self.token_chunks.append(tokens)
+        self.length_chunks.append(turn_lengths)
+        self.role_chunks.append(roles)
+        self.dialogue_turns.append(len(turn_lengths))
         self.ids.append(dialogue_id)
+        self.n_tokens += len(tokens)
+        self.n_turns += len(turn_lengths)
 
     def flush(self) -> None:
         if not self.ids:
             return
         name = _shard_name(self.index)
         arrays = {
-            "tokens": np.concatenate(self.token_chunks) if self.token_chunks else np.zeros(0, self.dtype),
-            "turns": np.concatenate([[0], np.cumsum(self.turn_lengths, dtype=np.int64)]).astype(np.int64),
-            "dialogues": np.concatenate([[0], np.cumsum(self.dialogue_turns, dtype=np.int64)]).astype(np.int64),
-            "roles": np.asarray(self.roles, dtype=np.uint8),
+            "tokens": np.concatenate(self.token_chunks).astype(self.dtype, copy=False),
+            "turns": _offsets(np.concatenate(self.length_chunks)),
+            "dialogues": _offsets(np.asarray(self.dialogue_turns, dtype=np.int64)),
+            "roles": np.concatenate(self.role_chunks).astype(np.uint8, copy=False),
         }
         self._write_atomic(name, arrays)
-        self.written.append(
-            {"name": name, "dialogues": len(self.ids), "turns": len(self.turn_lengths), "tokens": self.n_tokens}
-        )
+        self.written.append({"name": name, "dialogues": len(self.ids), "turns": self.n_turns, "tokens": self.n_tokens})
         self.index += 1
         self._reset()
 
@@ -140,16 +142,27 @@ class _ShardBuffer:
         temps: list[tuple[Path, Path]] = []
         for part, array in arrays.items():
             final = self.split_dir / f"{name}.{part}.npy"
-            temps.append((_save_npy_atomic(final, array), final))
+            temps.append((_save_npy_tmp(final, array), final))
         final_ids = self.split_dir / f"{name}.ids.json"
         temps.append((_save_json_tmp(final_ids, self.ids), final_ids))
         for tmp, final in temps:
             os.replace(tmp, final)
 
 
-def _encode_texts(backend: Any, texts: list[str]) -> list[list[int]]:
+def _offsets(lengths: np.ndarray) -> np.ndarray:
+    """Lengths -> start offsets plus the final end offset (n + 1 values)."""
+    out = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=out[1:])
+    return out
+
+
+def _encode_texts(backend: Any, texts: list[str], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Encode a batch in Rust, then flatten it in one numpy call: (flat ids, per-text lengths)."""
     encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
-    return [enc.ids for enc in encode(texts, add_special_tokens=False)]
+    ids = [enc.ids for enc in encode(texts, add_special_tokens=False)]
+    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=dtype, count=int(lengths.sum()))
+    return flat, lengths
 
 
 def _raw_text_backend(tokenizer: PreTrainedTokenizerFast) -> Any:
@@ -167,13 +180,17 @@ def _raw_text_backend(tokenizer: PreTrainedTokenizerFast) -> Any:
     return backend
 
 
-def _role_codes(dialogue: Dialogue) -> list[int]:
-    codes = []
-    for i, turn in enumerate(dialogue.turns):
-        if turn.role not in ROLE_CODES:
-            raise ShardError(f"dialogue {dialogue.id!r} turn {i}: role {turn.role!r} is not one of {list(ROLES)}")
-        codes.append(ROLE_CODES[turn.role])
-    return codes
+def _role_codes(dialogues: list[Dialogue]) -> np.ndarray:
+    try:
+        return np.fromiter((ROLE_CODES[t.role] for d in dialogues for t in d.turns), dtype=np.uint8)
+    except KeyError:
+        for dialogue in dialogues:
+            for i, turn in enumerate(dialogue.turns):
+                if turn.role not in ROLE_CODES:
+                    raise ShardError(
+                        f"dialogue {dialogue.id!r} turn {i}: role {turn.role!r} is not one of {list(ROLES)}"
+                    ) from None
+        raise
 
 
 def _batches_of_dialogues(dialogues: Iterable[Dialogue], batch_turns: int) -> Iterator[list[Dialogue]]:
@@ -187,6 +204,14 @@ def _batches_of_dialogues(dialogues: Iterable[Dialogue], batch_turns: int) -> It
             batch, n_turns = [], 0
     if batch:
         yield batch
+
+
+def _invalidate_manifest(out_dir: Path) -> None:
+    """Rewriting shards that an old manifest lists would let a reader mix old and new data."""
+    manifest = out_dir / MANIFEST
+    if manifest.exists():
+        LOG.info("removing %s: the shards are being rewritten; write_manifest writes a new one", manifest)
+        manifest.unlink()
 
 
 def _remove_stale_shards(split_dir: Path, keep: set[str]) -> None:
@@ -217,6 +242,9 @@ def write_shards(
 
     split_dir = Path(out_dir) / split
     split_dir.mkdir(parents=True, exist_ok=True)
+    _invalidate_manifest(Path(out_dir))
+    for leftover in split_dir.glob(".shard-*.tmp*"):  # from a crashed earlier run
+        leftover.unlink()
     info = tokenizer_info(tokenizer)
     dtype = token_dtype(info["vocab_size"])
     backend = _raw_text_backend(tokenizer)
@@ -227,15 +255,16 @@ def write_shards(
     for batch in _batches_of_dialogues(dialogues, batch_size):
         kept = [d for d in batch if d.turns]
         skipped += len(batch) - len(kept)
-        encoded = _encode_texts(backend, [t.text for d in kept for t in d.turns])
-        pos = 0
-        for dialogue in kept:
-            turns = encoded[pos : pos + len(dialogue.turns)]
-            pos += len(dialogue.turns)
-            n_new = sum(len(t) for t in turns)
-            if buffer.ids and buffer.n_tokens + n_new > shard_tokens:
+        roles = _role_codes(kept)
+        flat, lengths = _encode_texts(backend, [t.text for d in kept for t in d.turns], dtype)
+        turn_ends = _offsets(np.fromiter((len(d.turns) for d in kept), dtype=np.int64, count=len(kept)))
+        token_ends = _offsets(lengths)
+        for j, dialogue in enumerate(kept):
+            t0, t1 = int(turn_ends[j]), int(turn_ends[j + 1])
+            k0, k1 = int(token_ends[t0]), int(token_ends[t1])
+            if buffer.ids and buffer.n_tokens + (k1 - k0) > shard_tokens:
                 buffer.flush()
-            buffer.add(dialogue.id, turns, _role_codes(dialogue))
+            buffer.add(dialogue.id, flat[k0:k1], lengths[t0:t1], roles[t0:t1])
         if bar is not None:
             bar.update(len(batch))
     buffer.flush()
@@ -342,6 +371,15 @@ def read_manifest(shards_dir: str | Path) -> dict[str, Any]:
         raise ShardError(f"{path}: not valid JSON: {exc}") from exc
     if not isinstance(manifest, dict) or not isinstance(manifest.get("splits"), dict):
         raise ShardError(f"{path}: no 'splits' mapping; is this a convssl shard manifest?")
+    if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
+        raise ShardError(
+            f"{path}: shard format {manifest['format_version']} is newer than this convssl reads "
+            f"({FORMAT_VERSION}); upgrade convssl"
+        )
+    for name, split in manifest["splits"].items():
+        for i, entry in enumerate(split.get("shards", []) if isinstance(split, dict) else [None]):
+            if not isinstance(entry, dict) or not SHARD_KEYS <= set(entry):
+                raise ShardError(f"{path}: splits.{name}.shards[{i}] must have the keys {sorted(SHARD_KEYS)}")
     return manifest
 
 
@@ -493,7 +531,12 @@ class ShardReader:
     # -- iteration -------------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[TokenizedDialogue]:
-        if self.total_dialogues == 0:
+        if len(self) == 0:
+            if self.loop:  # an endless reader with nothing to read would spin forever
+                raise ShardError(
+                    f"{self.shards_dir / self.split}: {self.total_dialogues} dialogues leave none for "
+                    f"rank {self.rank} of {self.world_size}; cannot loop over an empty stream"
+                )
             return
         split_dir = self.shards_dir / self.split
         while True:

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 from collections.abc import Mapping
+from types import MappingProxyType
 
-DEFAULT_RATIOS: Mapping[str, float] = {"train": 0.9, "validation": 0.05, "test": 0.05}
+# Read-only, so no caller can change every other caller's default.
+DEFAULT_RATIOS: Mapping[str, float] = MappingProxyType({"train": 0.9, "validation": 0.05, "test": 0.05})
 
 
 def validate_ratios(ratios: Mapping[str, float]) -> None:
@@ -20,7 +23,12 @@ def validate_ratios(ratios: Mapping[str, float]) -> None:
     if not ratios:
         raise ValueError("split ratios are empty; give e.g. {'train': 0.9, 'validation': 0.05, 'test': 0.05}")
     for name, value in ratios.items():
-        if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, numbers.Real)
+            or not math.isfinite(value)
+            or value <= 0
+        ):
             raise ValueError(f"split ratio for {name!r} must be a positive number, got {value!r}")
     total = math.fsum(ratios.values())
     if abs(total - 1.0) > 1e-6:
@@ -29,9 +37,12 @@ def validate_ratios(ratios: Mapping[str, float]) -> None:
 
 
 def unit_hash(dialogue_id: str, seed: int = 0) -> float:
-    """Stable position of an id in [0, 1): 64 bits of blake2b over the seed and the id."""
+    """Stable position of an id in [0, 1): the top 53 bits of blake2b over the seed and the id.
+
+    53 bits is what a float holds exactly, so the result can never round up to 1.0.
+    """
     digest = hashlib.blake2b(f"{seed}\x1f{dialogue_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2.0**64
+    return (int.from_bytes(digest, "big") >> 11) / 2.0**53
 
 
 def assign_split(dialogue_id: str, ratios: Mapping[str, float] = DEFAULT_RATIOS, seed: int = 0) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from convssl.evaluate.embeddings import EncoderRepresentation, Representation
+from convssl.evaluate.embeddings import EncoderRepresentation, Representation, ensure_pad_token
 from convssl.models.encoder import Encoder, resolve_model_path
 
 
@@ -59,6 +59,7 @@ def random_init_encoder(
     folder = resolve_model_path(path)
     config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    ensure_pad_token(tokenizer)
     torch.manual_seed(seed)
     model = AutoModel.from_config(config)
     encoder = Encoder(model, tokenizer, pooling=pooling, max_length=max_length)  # type: ignore[arg-type]

@@ -66,6 +66,7 @@ class EvaluateConfig:
     batch_size: int = 64
     bf16: bool = False  # bf16 autocast for embedding (faster on CPUs with AVX-512 BF16)
     seed: int = 0
+    cache_dir: str | None = None  # on-disk embedding cache shared by reruns (keyed by weights and settings)
     max_train: int | None = None  # seeded, stratified subsample of train for quick runs
     max_test: int | None = None
     intent: IntentSettings = field(default_factory=IntentSettings)

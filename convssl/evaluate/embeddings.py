@@ -8,6 +8,7 @@ forward pass, so k-shot probes with many seeds cost only logistic-regression fit
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -51,6 +52,8 @@ class EncoderRepresentation(Representation):
     bf16: bool = False
     cache: dict[str, np.ndarray] = field(default_factory=dict)
     embed_seconds: float = 0.0
+    cache_file: Path | None = None  # on-disk copy of `cache`, so reruns skip the forward passes
+    _loaded: bool = False
 
     @property
     def is_encoder(self) -> bool:
@@ -59,6 +62,7 @@ class EncoderRepresentation(Representation):
     def features(self, texts: Sequence[str]) -> np.ndarray:
         import time
 
+        self._load_disk_cache()
         missing = list(dict.fromkeys(t for t in texts if t not in self.cache))
         if missing:
             assert self.encoder is not None
@@ -71,9 +75,54 @@ class EncoderRepresentation(Representation):
                 vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
             self.cache.update(zip(missing, vectors))
             self.embed_seconds += time.perf_counter() - start
+            self._save_disk_cache()
         if not texts:
             return np.zeros((0, self.encoder.dim if self.encoder else 0), dtype=np.float32)
         return np.stack([self.cache[t] for t in texts]).astype(np.float32, copy=False)
+
+    def _load_disk_cache(self) -> None:
+        if self._loaded or self.cache_file is None:
+            return
+        self._loaded = True
+        if self.cache_file.exists():
+            try:
+                with np.load(self.cache_file, allow_pickle=False) as data:
+                    texts = json.loads(data["texts_json"].tobytes().decode("utf-8"))
+                    self.cache.update(zip(texts, data["vectors"]))
+            except (OSError, KeyError, ValueError) as exc:  # truncated or older layout: embed again
+                LOG.warning("%s: ignoring unreadable embedding cache %s (%s)", self.name, self.cache_file, exc)
+                return
+            LOG.info("%s: %d cached embeddings from %s", self.name, len(self.cache), self.cache_file)
+
+    def _save_disk_cache(self) -> None:
+        if self.cache_file is None:
+            return
+        import os
+
+        self.cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.cache_file.with_name(self.cache_file.stem + f".tmp{os.getpid()}.npz")
+        # Texts as one UTF-8 JSON blob: a fixed-width numpy string array would pad every text to the longest.
+        blob = np.frombuffer(json.dumps(list(self.cache), ensure_ascii=False).encode("utf-8"), dtype=np.uint8)
+        np.savez(tmp, texts_json=blob, vectors=np.stack(list(self.cache.values())))
+        os.replace(tmp, self.cache_file)
+
+    def use_disk_cache(self, cache_dir: str | Path, *identity: Any) -> None:
+        """Key the cache file by everything that changes a vector: weights, pooling, length, dtype."""
+        import hashlib
+
+        assert self.encoder is not None
+        h = hashlib.sha1()
+        folder = Path(self.path) if self.path else None
+        parts: list[Any] = [self.kind, self.encoder.pooling, self.encoder.max_length, self.normalize, self.bf16, *identity]
+        if folder is not None and folder.is_dir():
+            parts.append(str(folder.resolve()))
+            for f in sorted(folder.iterdir()):
+                if f.is_file() and (f.suffix in {".json", ".safetensors", ".bin", ".txt", ".model"}):
+                    st = f.stat()
+                    parts.append((f.name, st.st_size, int(st.st_mtime)))
+        h.update(repr(parts).encode())
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in self.name)
+        self.cache_file = Path(cache_dir) / f"{safe}-{h.hexdigest()[:12]}.npz"
 
     def _embed_with_progress(self, texts: list[str]) -> np.ndarray:
         """Embed in chunks under a progress bar; the encoder length-sorts inside each chunk."""
@@ -102,10 +151,17 @@ def load_encoder_representation(
     bf16: bool = False,
 ) -> EncoderRepresentation:
     encoder = Encoder.load(path, pooling=pooling, max_length=max_length)  # type: ignore[arg-type]
+    ensure_pad_token(encoder.tokenizer)
     return EncoderRepresentation(
         name=name, kind=kind, path=str(path), encoder=encoder, batch_size=batch_size,
         normalize=normalize, bf16=bf16,
     )
+
+
+def ensure_pad_token(tokenizer: Any) -> None:
+    """GPT-2 style tokenizers ship without a pad token; padding with EOS is harmless under the mask."""
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
 
 
 def display_name(path: str | Path) -> str:

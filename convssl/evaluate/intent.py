@@ -30,6 +30,8 @@ def fit_probe(X: Any, y: np.ndarray, C: float = 10.0, max_iter: int = 1000):
     clf = LogisticRegression(C=C, max_iter=max_iter)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
+        # 1-shot fits have one example per class, which sklearn mistakes for a regression target.
+        warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
         clf.fit(X, y)
     return clf
 

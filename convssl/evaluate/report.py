@@ -98,12 +98,14 @@ def _oos_section(rows: list) -> list[str]:
     body = []
     for r in rows:
         m = r.metrics
-        body.append([r.model, r.kind, r.mode.removeprefix("oos-"), _pct(m["in_scope_accuracy"]), _pct(m["oos_recall"]),
+        body.append([r.model, r.kind, r.mode.removeprefix("oos-"), _pct(m["closed_set_accuracy"]),
+                     _pct(m["in_scope_accuracy"]), _pct(m["oos_recall"]),
                      _pct(m["oos_precision"]), _pct(m["oos_f1"]), _pct(m["auroc"]), _pct(m["ece"]),
                      f"{r.seconds:.1f}"])
-    return ["Threshold calibrated on validation (in-scope val + OOS val) only; ECE (15 bins) of the probe on "
-            "in-scope test texts.", ""] + _table(
-        ["model", "kind", "score", "in-scope acc", "OOS recall", "OOS precision", "OOS F1", "AUROC", "ECE", "seconds"],
+    return ["Threshold calibrated on validation (in-scope val + OOS val) only. `closed-set acc`: the probe on "
+            "in-scope test texts with no rejection; `in-scope acc`: accepted and correct; ECE (15 bins) of the probe "
+            "on in-scope test texts.", ""] + _table(
+        ["model", "kind", "score", "closed-set acc", "in-scope acc", "OOS recall", "OOS precision", "OOS F1", "AUROC", "ECE", "seconds"],
         body)
 
 
@@ -153,13 +155,16 @@ def plot_kshot(rows: list, task: str, path: Path) -> Path | None:
         if model in full:
             ax.axhline(100 * full[model], ls="--", lw=0.8, color=line[0].get_color())
     ax.set_xscale("log")
+    all_ks = sorted({k for pts in curves.values() for k, _, _ in pts})
+    ax.set_xticks(all_ks, [str(k) for k in all_ks])
+    ax.minorticks_off()
     ax.set_xlabel("examples per class (k)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"{task}: k-shot linear probe (dashed: full train)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -172,11 +177,14 @@ def plot_confusions(rows: list, task: str, path: Path) -> Path | None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(pairs) + 1.5))
     ax.barh([f"{c['gold']} → {c['predicted']}" for c in pairs], [c["count"] for c in pairs], color="#c44e52")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("test errors")
-    ax.set_title(f"{task}: most confused pairs ({probe.model}, probe)")
+    ax.set_title(f"{task}: most confused pairs\n({probe.model}, linear probe)", fontsize=9)
     ax.tick_params(axis="y", labelsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -199,7 +207,7 @@ def plot_reliability(curves: dict[str, dict[str, list]], task: str, path: Path) 
     ax.set_title(f"{task}: reliability diagram (15 bins)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -227,7 +235,7 @@ def plot_oos_hist(scores: dict[tuple, dict[str, Any]], task: str, path: Path) ->
     axes[0][0].legend(fontsize=7)
     fig.suptitle(f"{task}: OOS scores on test (dashed: threshold from validation)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
 

@@ -38,6 +38,7 @@ from convssl.evaluate.tasks import (
     parse_task,
     stratified_subsample,
 )
+from convssl.models.encoder import resolve_model_path
 
 LOG = logging.getLogger("convssl.evaluate")
 
@@ -79,6 +80,11 @@ class Runner:
         self.config = config
         self.out_dir = out_dir
         self.specs = [parse_task(t) for t in config.tasks]
+        seen: dict[str, int] = {}
+        for spec in self.specs:  # two tasks on same-named files must not share report rows
+            seen[spec.name] = seen.get(spec.name, 0) + 1
+            if seen[spec.name] > 1:
+                spec.label = f"{spec.name}#{seen[spec.name]}"
         if not config.models:
             raise TaskError("no model to evaluate: pass --model PATH (a convssl run folder or an HF folder)")
         if not self.specs:
@@ -110,14 +116,16 @@ class Runner:
         if c.random_baseline:
             seen: set[str] = set()
             for path in c.models:
-                from convssl.models.encoder import resolve_model_path
-
                 arch = (resolve_model_path(path) / "config.json").read_text(encoding="utf-8")
                 if arch in seen:
                     continue
                 seen.add(arch)
                 name = unique(f"random-init({display_name(path)})")
                 reps.append(random_init_encoder(path, seed=c.seed, name=name, **kw))
+        if c.cache_dir:
+            for rep in reps:
+                if isinstance(rep, EncoderRepresentation):
+                    rep.use_disk_cache(c.cache_dir, c.seed if rep.kind == "random-init" else None)
         if c.tfidf_baseline:
             reps.append(tfidf_baseline())
         self.result.representations = [{"name": r.name, "kind": r.kind, "path": r.path} for r in reps]
@@ -299,6 +307,7 @@ class Runner:
             threshold = oos_mod.choose_threshold(s_val, parts["val"]["is_oos"], parts["val"]["correct"], c.oos.calibrate)
             metrics = oos_mod.oos_metrics(s_te, te["is_oos"], te["correct"], threshold)
             metrics.update(ece=rel_in["ece"], ece_with_oos=rel_all["ece"], calibrated_on="validation",
+                           closed_set_accuracy=float(te["correct"][~te["is_oos"]].mean()),
                            rule=c.oos.calibrate, features_seconds=round(feat_s, 3))
             self.result.plot_data.setdefault("oos_scores", {})[(rep.name, spec.name, score)] = {
                 "in_scope": s_te[~te["is_oos"]], "oos": s_te[te["is_oos"]], "threshold": threshold,

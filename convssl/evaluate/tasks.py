@@ -26,10 +26,13 @@ class TaskError(ValueError):
 class TaskSpec:
     kind: str
     path: str
+    label: str | None = None  # set when two tasks would otherwise share a display name
 
     @property
     def name(self) -> str:
         """Short display name: `intent:banking77`, from the folder or file stem."""
+        if self.label:
+            return self.label
         p = Path(self.path)
         stem = p.name if p.is_dir() else (p.parent.name if p.stem in _GENERIC_STEMS else p.stem)
         return f"{self.kind}:{stem}"
@@ -92,10 +95,11 @@ def load_intent_data(spec: TaskSpec) -> IntentData:
 
 
 def stratified_subsample(examples: list[IntentExample], n: int | None, seed: int) -> list[IntentExample]:
-    """Seeded subsample that keeps every label: labels take turns giving one example each.
+    """Seeded subsample with per-label quotas proportional to label frequency, at least one each.
 
-    Round-robin over shuffled per-label pools keeps rare labels in a small sample, which a plain
-    random sample of a 77- or 150-way set would drop.
+    Proportional quotas keep the share of a big label such as CLINC150's `oos` (1,000 of 5,500 test
+    texts), and the floor of one keeps rare labels that a plain random sample of a 77- or 150-way
+    set would drop. Quotas use the largest-remainder method so they sum to exactly n.
     """
     if n is None or n >= len(examples):
         return list(examples)
@@ -103,19 +107,24 @@ def stratified_subsample(examples: list[IntentExample], n: int | None, seed: int
     pools: dict[str, list[IntentExample]] = defaultdict(list)
     for ex in examples:
         pools[ex.label].append(ex)
-    for pool in pools.values():
-        rng.shuffle(pool)
     labels = sorted(pools)
-    rng.shuffle(labels)
-    picked: list[IntentExample] = []
-    depth = 0
-    while len(picked) < n:
-        for label in labels:
-            if depth < len(pools[label]):
-                picked.append(pools[label][depth])
-                if len(picked) == n:
-                    break
-        depth += 1
+    for label in labels:
+        rng.shuffle(pools[label])
+    total = len(examples)
+    exact = {label: n * len(pools[label]) / total for label in labels}
+    quota = {label: min(len(pools[label]), max(1, int(exact[label]))) for label in labels}
+    by_remainder = sorted(labels, key=lambda lb: (exact[lb] - int(exact[lb]), rng.random()), reverse=True)
+    while sum(quota.values()) > n:  # more labels than n: drop the smallest shares first
+        label = min((lb for lb in labels if quota[lb] > 0), key=lambda lb: (exact[lb], lb))
+        quota[label] -= 1
+    i = 0
+    while sum(quota.values()) < n:
+        label = by_remainder[i % len(labels)]
+        if quota[label] < len(pools[label]):
+            quota[label] += 1
+        i += 1
+    picked = [ex for label in labels for ex in pools[label][: quota[label]]]
+    rng.shuffle(picked)
     return picked
 
 

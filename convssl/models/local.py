@@ -14,17 +14,14 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
+from convssl.models.encoder import ModelFolderError
 from convssl.models.presets import ARCHS, DECODER_ARCHS
 
 WEIGHT_FILE = "model.safetensors"
 WEIGHT_INDEX = "model.safetensors.index.json"
 PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
-# Keys a BERT checkpoint may hold that our pooler-less backbone does not have.
-BERT_EXTRA_PREFIXES = ("pooler.", "cls.")
 
-
-class ModelFolderError(FileNotFoundError):
-    """A folder that should hold a model does not, or holds one convssl cannot open."""
+__all__ = ["ModelFolderError", "check_model_folder", "load_backbone", "read_state_dict"]
 
 
 def check_model_folder(path: str | Path) -> Path:
@@ -62,7 +59,9 @@ def arch_of(hf_config: Any) -> str:
     )
 
 
-def split_bert_state(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def split_bert_state(
+    state: dict[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Backbone tensors (prefix `bert.` removed) and the `cls.*` MLM head tensors, if any."""
     backbone: dict[str, torch.Tensor] = {}
     head: dict[str, torch.Tensor] = {}
@@ -102,5 +101,7 @@ def load_backbone(folder: str | Path, attention: str = "eager") -> tuple[Any, st
     missing, _ = model.load_state_dict(backbone_state, strict=False)
     missing = [k for k in missing if k != "embeddings.position_ids"]
     if missing:
-        raise ModelFolderError(f"{folder}/{WEIGHT_FILE} lacks backbone weights {missing[:5]} (+{max(0, len(missing) - 5)} more)")
+        raise ModelFolderError(
+            f"{folder}/{WEIGHT_FILE} lacks backbone weights {missing[:5]} (+{max(0, len(missing) - 5)} more)"
+        )
     return model, arch, head_state

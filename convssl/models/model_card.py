@@ -85,7 +85,8 @@ def render_model_card(card: dict[str, Any], model: Any = None, tokenizer: Any = 
         cfg = model.config
         params = sum(p.numel() for p in model.backbone.parameters())
         lines += [
-            f"- preset: {model.model_config.preset}" + (f" (continued from {model.model_config.init_from})" if model.model_config.init_from else ""),
+            f"- preset: {model.model_config.preset}"
+            + (f" (continued from {model.model_config.init_from})" if model.model_config.init_from else ""),
             f"- layers x hidden x heads: {cfg.num_hidden_layers} x {cfg.hidden_size} x {cfg.num_attention_heads}",
             f"- parameters (backbone): {params:,}",
         ]

@@ -57,7 +57,9 @@ def load_preset(name: str) -> dict[str, int]:
     missing = [k for k in SIZE_KEYS if k not in data]
     unknown = sorted(set(data) - set(SIZE_KEYS))
     if missing or unknown:
-        raise ModelConfigError(f"{path}: preset needs exactly {list(SIZE_KEYS)}; missing {missing}, unknown {unknown}")
+        raise ModelConfigError(
+            f"{path}: preset needs exactly {list(SIZE_KEYS)}; missing {missing}, unknown {unknown}"
+        )
     return {k: int(data[k]) for k in SIZE_KEYS}
 
 

@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from convssl.models.fast import speed_up_encoder
 from convssl.models.local import WEIGHT_FILE, ModelFolderError, check_model_folder, load_backbone
 from convssl.models.presets import DECODER_ARCHS, ModelConfig, hf_config, validate
 
@@ -115,7 +116,9 @@ def _fresh_backbone(model_config: ModelConfig, tokenizer: Any) -> nn.Module:
 def _resize_vocab(backbone: nn.Module, tokenizer: Any, folder: str) -> None:
     rows = backbone.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > rows:
-        LOG.info("resizing the embeddings of %s from %d to %d rows for added tokens", folder, rows, len(tokenizer))
+        LOG.info(
+            "resizing the embeddings of %s from %d to %d rows for added tokens", folder, rows, len(tokenizer)
+        )
         backbone.resize_token_embeddings(len(tokenizer), mean_resizing=True)
     elif len(tokenizer) < rows:
         LOG.info("the tokenizer has %d tokens, the model %d rows: keeping the rows", len(tokenizer), rows)
@@ -136,6 +139,8 @@ def build_pretext_model(
     else:
         backbone = _fresh_backbone(model_config, tokenizer)
         arch = model_config.arch
+    if arch == "bert" and model_config.attention == "eager":
+        speed_up_encoder(backbone)
     model = PretextModel(backbone, arch, model_config)
     for objective in objectives:
         objective.check_model(model)
@@ -210,7 +215,9 @@ def save_hf_folder(model: PretextModel, tokenizer: Any, out_dir: str | Path, car
         "heads": sorted(model.heads.keys()),
     }
     (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    (out / "README.md").write_text(render_model_card(card, model=model, tokenizer=tokenizer), encoding="utf-8")
+    (out / "README.md").write_text(
+        render_model_card(card, model=model, tokenizer=tokenizer), encoding="utf-8"
+    )
     return out
 
 
@@ -221,7 +228,9 @@ def load_pretext_model(folder: str | Path, objectives: Sequence[PretextObjective
         raise ValueError("load_pretext_model needs the objectives (they carry the tokenizer and the heads)")
     meta_path = folder / META_FILE
     if not meta_path.exists():
-        raise ModelFolderError(f"{folder} has no {META_FILE}: not a convssl checkpoint (use model.init_from for other folders)")
+        raise ModelFolderError(
+            f"{folder} has no {META_FILE}: not a convssl checkpoint (use model.init_from for other folders)"
+        )
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     from convssl.config import from_dict
 

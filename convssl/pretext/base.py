@@ -103,14 +103,18 @@ class SpecialIds:
         try:
             return self.roles[name]
         except KeyError:
-            raise ObjectiveError(f"unknown dialogue role {name!r}; expected one of {sorted(self.roles)}") from None
+            raise ObjectiveError(
+                f"unknown dialogue role {name!r}; expected one of {sorted(self.roles)}"
+            ) from None
 
 
 def _token_id(tokenizer: Any, token: str | None) -> int | None:
     if token is None:
         return None
     idx = tokenizer.convert_tokens_to_ids(str(token))
-    if idx is None or (tokenizer.unk_token_id is not None and idx == tokenizer.unk_token_id and token != tokenizer.unk_token):
+    if idx is None or (
+        tokenizer.unk_token_id is not None and idx == tokenizer.unk_token_id and token != tokenizer.unk_token
+    ):
         return None
     return int(idx)
 
@@ -213,7 +217,9 @@ class PretextObjective(ABC):
         if self.needs == "encoder" and model.is_decoder:
             raise ObjectiveError(f"objective {self.name} needs an encoder (arch bert), got arch {model.arch}")
         if self.needs == "decoder" and not model.is_decoder:
-            raise ObjectiveError(f"objective {self.name} needs a decoder (arch gpt2 or llama), got arch {model.arch}")
+            raise ObjectiveError(
+                f"objective {self.name} needs a decoder (arch gpt2 or llama), got arch {model.arch}"
+            )
 
 
 _REGISTRY: dict[str, type[PretextObjective]] = {}

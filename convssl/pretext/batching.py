@@ -21,11 +21,10 @@ T = TypeVar("T")
 def dialogue_segments(dialogue: DialogueLike, ids: SpecialIds, max_tokens: int) -> list[np.ndarray]:
     """`[ROLE] text [EOT]` per turn, each cut to `max_tokens`."""
     if len(dialogue.turns) != len(dialogue.roles):
-        raise ValueError(f"dialogue {dialogue.id}: {len(dialogue.turns)} turns but {len(dialogue.roles)} roles")
+        raise ValueError(
+            f"dialogue {dialogue.id}: {len(dialogue.turns)} turns but {len(dialogue.roles)} roles"
+        )
     return [turn_segment(ids, role, turn, max_tokens) for turn, role in zip(dialogue.turns, dialogue.roles)]
-
-
-MIN_SPLIT = 8  # a row with at least this much room left takes the start of the next turn
 
 
 def pack_turns(
@@ -33,8 +32,9 @@ def pack_turns(
 ) -> Iterator[np.ndarray]:
     """Rows `[CLS] [ROLE] t1 [EOT] [ROLE] t2 [EOT] ... [SEP]` of at most `max_length` tokens.
 
-    A turn that does not fit is split when the row still has room for `MIN_SPLIT` tokens (its
-    rest opens the next row, again after its role token), so rows are nearly always full. With
+    A turn that does not fit is split: its start fills the row and its rest opens the next row,
+    again after its role token. So every row but the last is exactly full (no padding, no
+    attention mask needed) and no token of a long turn is lost. With
     `across_dialogues`, a row that still has room continues with the next dialogue after a [SEP],
     as RoBERTa packs documents; otherwise each dialogue starts a new row.
     """
@@ -46,18 +46,21 @@ def pack_turns(
         return np.concatenate([[ids.bos], *row, [ids.eos]]).astype(np.int64)
 
     for dialogue in dialogues:
-        segments = dialogue_segments(dialogue, ids, budget)
+        segments = dialogue_segments(dialogue, ids, None)
         if row and across_dialogues and segments:
-            row.append(np.array([ids.eos], dtype=np.int64))
-            used += 1
+            if used < budget:
+                row.append(np.array([ids.eos], dtype=np.int64))
+                used += 1
+            else:
+                yield emit()
+                row, used = [], 0
         for seg in segments:
             while used + len(seg) > budget:
                 room = budget - used
-                if room >= MIN_SPLIT:
+                if room > 0:
                     row.append(seg[:room])
                     seg = np.concatenate([seg[:1], seg[room:]])
-                if row:
-                    yield emit()
+                yield emit()
                 row, used = [], 0
             row.append(seg)
             used += len(seg)
@@ -68,9 +71,7 @@ def pack_turns(
         yield emit()
 
 
-def stream_blocks(
-    dialogues: Iterable[DialogueLike], ids: SpecialIds, block: int
-) -> Iterator[np.ndarray]:
+def stream_blocks(dialogues: Iterable[DialogueLike], ids: SpecialIds, block: int) -> Iterator[np.ndarray]:
     """The dialogues as one token stream (each ended by <|endoftext|>/[SEP]) cut into full blocks.
 
     The causal LM way (GPT-2, DialoGPT): no padding at all; the final partial block is dropped.

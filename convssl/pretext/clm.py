@@ -68,7 +68,10 @@ class CausalLM(PretextObjective):
         if "attention_mask" in t:  # project only positions with a real next token
             keep = (targets != -100).nonzero().squeeze(1)
             hidden, targets = hidden.index_select(0, keep), targets.index_select(0, keep)
-        logits = model.lm_logits(hidden)
-        loss = F.cross_entropy(logits.float(), targets)
-        return loss, {"loss": float(loss.detach()), "accuracy": accuracy(logits, targets),
-                      "perplexity": float(torch.exp(loss.detach().clamp(max=20)))}
+        logits = model.lm_logits(hidden).float()
+        loss = F.cross_entropy(logits, targets)
+        return loss, {
+            "loss": float(loss.detach()),
+            "accuracy": accuracy(logits, targets),
+            "perplexity": float(torch.exp(loss.detach().clamp(max=20))),
+        }

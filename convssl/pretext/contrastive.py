@@ -62,7 +62,9 @@ class ContrastiveResponse(PretextObjective):
         if config.context_turns < 1:
             raise ObjectiveError(f"contrastive: context_turns must be >= 1, got {config.context_turns}")
 
-    def pairs(self, dialogues: Iterator[DialogueLike], rng: np.random.Generator) -> Iterator[tuple[np.ndarray, ...]]:
+    def pairs(
+        self, dialogues: Iterator[DialogueLike], rng: np.random.Generator
+    ) -> Iterator[tuple[np.ndarray, ...]]:
         """(context row, response row, hard-negative row or None, response key) per turn i >= 1."""
         length = self.config.max_length
         k = self.config.context_turns
@@ -121,7 +123,11 @@ class ContrastiveResponse(PretextObjective):
         responses = self.embed(model, batch, "response_")
         keys = t["response_keys"]
         n = context.shape[0]
-        pool = torch.cat([responses, self.embed(model, batch, "negative_")]) if "negative_input_ids" in t else responses
+        pool = (
+            torch.cat([responses, self.embed(model, batch, "negative_")])
+            if "negative_input_ids" in t
+            else responses
+        )
         pool_keys = torch.cat([keys, keys.new_full((n,), -1)]) if pool.shape[0] > n else keys
         all_pool, rank = gather_across_ranks(pool)
         all_keys, _ = gather_across_ranks(pool_keys)

@@ -131,12 +131,15 @@ class MaskedLM(PretextObjective):
         self.check_model(model)
         if "mlm" not in model.heads:
             cfg = model.config
-            model.heads["mlm"] = MLMHead(cfg.hidden_size, model.word_embeddings().weight.shape[0], cfg.layer_norm_eps)
+            model.heads["mlm"] = MLMHead(
+                cfg.hidden_size, model.word_embeddings().weight.shape[0], cfg.layer_norm_eps
+            )
 
     def loss(self, model: PretextModel, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         t = batch.tensors
         hidden = model.encode(t["input_ids"], t.get("attention_mask"))
         picked = hidden.reshape(-1, hidden.shape[-1]).index_select(0, t["mlm_positions"])
         logits = model.heads["mlm"](picked, model.word_embeddings().weight)
-        loss = F.cross_entropy(logits.float(), t["mlm_labels"])
+        logits = logits.float()  # a bf16 softmax over the vocabulary loses too much precision
+        loss = F.cross_entropy(logits, t["mlm_labels"])
         return loss, {"loss": float(loss.detach()), "accuracy": accuracy(logits, t["mlm_labels"])}

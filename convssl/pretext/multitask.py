@@ -56,9 +56,13 @@ class MultiTask(PretextObjective):
     ) -> Iterator[Batch]:
         tee = BoundedTee(dialogues, len(self.tasks), MAX_LAG)
         rngs = rng.spawn(len(self.tasks))
-        streams = [task.batches(tee.consumer(i), batch_size, r) for i, (task, r) in enumerate(zip(self.tasks, rngs))]
+        streams = [
+            task.batches(tee.consumer(i), batch_size, r) for i, (task, r) in enumerate(zip(self.tasks, rngs))
+        ]
         for parts in zip(*streams):
-            yield Batch({}, real_tokens=sum(p.real_tokens for p in parts), objective=self.name, parts=list(parts))
+            yield Batch(
+                {}, real_tokens=sum(p.real_tokens for p in parts), objective=self.name, parts=list(parts)
+            )
 
     def add_heads(self, model: PretextModel) -> None:
         for task in self.tasks:

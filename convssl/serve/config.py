@@ -37,7 +37,12 @@ class BatchingConfig:
     max_batch: int = 64
     max_wait_ms: float = 1.0
     torch_threads: int = 1
-    bf16: bool = True
+    bf16: bool = False
+    # int8 dynamic quantisation of the Linear layers: ~2.5x faster on CPU. On by default for the
+    # response-bank encoder (nearest-neighbour lookups barely move); opt-in for the classifier,
+    # whose decisions near the threshold can flip (90% agreement measured on a weak 6-intent model).
+    quantize_encoder: bool = True
+    quantize_classifier: bool = False
     cache_size: int = 4096
 
 

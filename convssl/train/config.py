@@ -22,7 +22,7 @@ class ProbeConfig:
     """
 
     path: str | None = None
-    every: int = 0  # 0: at every evaluation
+    every: int = 0  # steps between probes (at evaluation steps); 0: at every evaluation
     max_examples: int = 2000
     test_fraction: float = 0.3
     max_length: int = 64
@@ -53,6 +53,7 @@ class PretrainConfig:
     seed: int = 0
     threads: int = 0  # torch.set_num_threads when > 0
     data_parallel: str = "split"  # split: every rank builds the global batch and keeps its slice; shard: ShardReader(rank, world_size)
+    prefetch: int = 2  # batches built ahead in a background thread (0: build in the loop)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     tensorboard: bool = True
     progress: bool = True

@@ -54,6 +54,8 @@ def _flat_position_keys(tensors: dict[str, torch.Tensor]) -> set[str]:
 def _slice_flat_positions(
     tensors: dict[str, torch.Tensor], keys: set[str], rows: int, rank: int, world_size: int
 ) -> dict[str, torch.Tensor]:
+    if not keys:
+        return {}
     length = tensors["input_ids"].shape[1]
     per = rows // world_size
     low, high = rank * per * length, (rank + 1) * per * length

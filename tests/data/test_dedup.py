@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from convssl.data.curate.dedup import (
+    NearDuplicateIndex,
     candidate_pairs,
     dialogue_fingerprint,
     exact_duplicates,
@@ -131,7 +132,7 @@ def test_clusters_keep_first_member() -> None:
 
 
 def test_identical_short_and_empty_texts() -> None:
-    assert near_duplicates(["hi", "hi", "hey", "", "", "Hi!"]) == [1, 4, 5]
+    assert near_duplicates(["hi", "hi", "hey", "", "", "Hi!", "  "]) == [1, 4, 5, 6]
     assert near_duplicates([]) == [] and near_duplicates(["only one"]) == []
 
 
@@ -183,6 +184,9 @@ def test_ascii_fast_fold_matches_unicode_fold() -> None:
     reference = " ".join(re.sub(r"[\W_]+", " ", ascii_chars.casefold()).split())
     assert fold_text(ascii_chars) == reference
     assert fold_text("Straße, ÉTÉ — ok!") == "strasse été ok"
+    # Punctuation- or emoji-only text keeps its symbols instead of folding to nothing.
+    assert fold_text("😂") != fold_text("👍") and fold_text("!!!") != fold_text("???")
+    assert near_duplicates(["😂😂", "👍", "?!", "...", " 😂😂 "]) == [4]
 
 
 @pytest.mark.slow
@@ -200,3 +204,26 @@ def test_benchmark_100k_under_a_minute(tmp_path: Path) -> None:
     assert result["texts"] == 100_000
     assert result["near_seconds"] < 60
     assert result["recall"] >= 0.99
+
+
+def test_index_added_in_batches_equals_one_pass(chitchat_texts: list[str]) -> None:
+    rng = random.Random(2)
+    texts = list(chitchat_texts)
+    for source in rng.sample(range(len(texts)), 150):
+        texts.insert(rng.randrange(source + 1, len(texts) + 1), _edit(texts[source], rng))
+    index = NearDuplicateIndex()
+    dropped = []
+    for lo in range(0, len(texts), 500):
+        dropped += [lo + i for i in index.add(texts[lo : lo + 500])]
+    assert dropped == near_duplicates(texts)
+    assert len(index) == len(texts) - len(dropped)
+    assert index.add(texts[:3]) == [0, 1, 2]  # everything already indexed
+
+
+def test_index_query_names_the_indexed_original(chitchat_texts: list[str]) -> None:
+    index = NearDuplicateIndex(threshold=0.8)
+    assert index.add(chitchat_texts[:100]) == []
+    assert index.query(_edit(chitchat_texts[42], random.Random(0))) == [42]
+    assert index.query("a sentence that nobody in the chitchat corpus ever wrote, surely") == []
+    with pytest.raises(ValueError, match="threshold"):
+        NearDuplicateIndex(threshold=0)

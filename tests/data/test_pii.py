@@ -23,6 +23,8 @@ POSITIVES = [
     ("it's 555.123.4567.", "it's [PHONE].", "PHONE"),
     ("ring 5551234567 please", "ring [PHONE] please", "PHONE"),
     ("office 020 7946 0958", "office [PHONE]", "PHONE"),
+    ("toll free 1-800-555-0199.", "toll free [PHONE].", "PHONE"),
+    ("portable +33 6 12 34 56 78", "portable [PHONE]", "PHONE"),
     ("mobile 06 12 34 56 78", "mobile [PHONE]", "PHONE"),
     ("card 4111 1111 1111 1111 please", "card [CARD] please", "CARD"),
     ("visa 4111-1111-1111-1111", "visa [CARD]", "CARD"),
@@ -63,6 +65,8 @@ NEGATIVES = [
     "binary 0101101001010 and 1111111111",
     "room 404, floor 3, 12 people, 2.5 kg",
     "score was 3-2, then 10-7",
+    "stamp 2024 03 15 1230",
+    "arabic-indic amounts ١٢٣ and ٤٥",
     "just an at sign @ here and an email-ish thing user@localhost",
     "ratio 16:9 and 4:3",
 ]

@@ -201,3 +201,13 @@ def test_bad_config_values_fail_early() -> None:
         load_config(PrepareConfig, "prepare", ["split.train=0.5"])
     with pytest.raises(ValueError, match="unknown"):
         load_config(PrepareConfig, "prepare", ["dedup.treshold=0.5"])
+    with pytest.raises(ValueError, match="pii.types"):
+        load_config(PrepareConfig, "prepare", ["pii.types=[EMAIL,PASSPORT]"])
+    with pytest.raises(ValueError, match="tokenizer.kind"):
+        load_config(PrepareConfig, "prepare", ["tokenizer.kind=sentencepiece"])
+
+
+def test_preset_equals_defaults() -> None:
+    from convssl.config import to_dict
+
+    assert to_dict(load_config(PrepareConfig, "prepare")) == to_dict(PrepareConfig())

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from convssl.data.curate.quality import (
     QUALITY_REASONS,
     QualityConfig,
+    _turn_flags,
     is_repeat_spam,
     nonletter_ratio,
     quality_reason,
+    quality_reasons,
 )
 from convssl.data.dialogue import Dialogue, Turn
 
@@ -92,3 +95,48 @@ def test_real_sgd_dialogues_pass(shared_data) -> None:
     dialogues = [_dialogue(*(t["utterance"] for t in d["turns"])) for d in raw]
     reasons = [quality_reason(d, QualityConfig()) for d in dialogues]
     assert reasons.count(None) / len(reasons) > 0.99
+
+
+def test_min_tokens_zero_allows_empty_turns() -> None:
+    assert quality_reason(_dialogue(GOOD[0], "", GOOD[1]), QualityConfig(min_tokens_per_turn=0)) is None
+
+
+def test_vectorised_checks_match_the_reference_on_real_chat() -> None:
+    chitchat = pytest.importorskip("chitchat_dataset")
+    data = json.loads((Path(chitchat.__file__).parent / "dataset.json").read_text(encoding="utf-8"))
+    turns = [
+        " ".join(m["text"] for m in turn) for conv in list(data.values())[:600] for turn in conv["messages"]
+    ]
+    turns += [
+        "a" * 11,
+        "a" * 10,
+        "ha" * 11,
+        "ha" * 10 + "h",
+        "lol " * 11,
+        "😂" * 11,
+        "नमस्ते दुनिया",
+        "",
+        "\x00" * 12,
+    ]
+    spam, noisy = _turn_flags(turns, 10, 0.5)
+    assert spam.tolist() == [is_repeat_spam(t, 10) for t in turns]
+    assert noisy.tolist() == [nonletter_ratio(t) > 0.5 for t in turns]
+    assert spam.sum() > 10 and noisy.sum() > 10  # the real slice holds both kinds
+
+
+def test_batch_equals_single(shared_data) -> None:
+    raw = json.loads((shared_data / "sgd" / "train" / "dialogues_002.json").read_text(encoding="utf-8"))
+    dialogues = [_dialogue(*(t["utterance"] for t in d["turns"])) for d in raw]
+    dialogues += [
+        _dialogue(GOOD[0]),
+        _dialogue(GOOD[0], "aaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbbbbb"),
+        _dialogue("😂😂", "!!"),
+    ]
+    config = QualityConfig(max_turns=24)
+    batch = quality_reasons(dialogues, config, chunk_chars=5000)
+    assert batch == [quality_reason(d, config) for d in dialogues]
+    assert {"too_many_turns", "too_few_turns", "repeated_char_spam", "non_letter_ratio", None} <= set(batch)
+
+
+def test_devanagari_vowel_signs_count_as_letters() -> None:
+    assert nonletter_ratio("नमस्ते दुनिया") == 0.0

@@ -318,3 +318,21 @@ def test_strict_stops_at_first_bad_record(tmp_path: Path) -> None:
     with pytest.raises(DataError) as info:
         read_inputs([path], strict=True)
     assert f"{path}:2" in str(info.value) and info.value.line == 2
+
+
+def test_folder_with_forced_format(tmp_path: Path) -> None:
+    folder = tmp_path / "logs"
+    (folder / "sub").mkdir(parents=True)
+    _write(folder / "a.jsonl", _good_line(1) + "\n")
+    _write(folder / "sub" / "b.jsonl", _good_line(2) + "\n")
+    _write(folder / ".hidden.jsonl", _good_line(3) + "\n")
+    assert detect_format(folder) == "folder"
+    assert [d.id for d in read_inputs([folder]).dialogues] == ["g1", "g2"]
+    assert [d.id for d in read_inputs([folder], format="jsonl").dialogues] == ["g1", "g2"]
+
+
+def test_zero_heavy_binary_is_binary_not_utf16(tmp_path: Path) -> None:
+    path = _write(tmp_path / "blob.jsonl", bytes([0, 0, 0, 7, 200, 0, 13, 0, 255, 0, 3, 0]) * 300)
+    rejects = RejectLog()
+    assert list(read_jsonl(path, rejects=rejects)) == []
+    assert rejects.counts == {"binary_file": 1}

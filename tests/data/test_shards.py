@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tracemalloc
@@ -27,12 +28,16 @@ pytest.importorskip("transformers")
 from convssl.data.tokenizer import load_tokenizer  # noqa: E402
 
 
-def _chitchat_dialogues(limit: int) -> list[Dialogue]:
+@functools.cache
+def _chitchat_raw() -> dict:
     import chitchat_dataset
 
-    data = json.loads((Path(os.path.dirname(chitchat_dataset.__file__)) / "dataset.json").read_text(encoding="utf-8"))
+    return json.loads((Path(os.path.dirname(chitchat_dataset.__file__)) / "dataset.json").read_text(encoding="utf-8"))
+
+
+def _chitchat_dialogues(limit: int) -> list[Dialogue]:
     out = []
-    for conv_id, conv in list(data.items())[:limit]:
+    for conv_id, conv in list(_chitchat_raw().items())[:limit]:
         turns = [
             Turn(speaker=turn[0]["sender"], text=" ".join(m["text"] for m in turn), role="AB"[i % 2])
             for i, turn in enumerate(conv["messages"])
@@ -237,11 +242,16 @@ def test_crash_leaves_only_complete_shards_and_no_manifest(dialogues, tokenizer,
         ShardReader(tmp_path)
 
 
-def test_rewrite_removes_stale_shards(dialogues, tokenizer, tmp_path):
-    write_shards(dialogues[:100], tokenizer, tmp_path, "train", shard_tokens=2000, progress=False)
+def test_rewrite_removes_stale_shards_and_old_manifest(dialogues, tokenizer, tmp_path):
+    old = write_shards(dialogues[:100], tokenizer, tmp_path, "train", shard_tokens=2000, progress=False)
+    write_manifest(tmp_path, "MiniLM", {"train": old}, [])
+    (tmp_path / "train" / ".shard-00000.tokens.npy.tmp999").write_bytes(b"half")  # a crashed run's leftover
     stats = write_shards(dialogues[:10], tokenizer, tmp_path, "train", shard_tokens=2000, progress=False)
+    assert not (tmp_path / "manifest.json").exists()  # it listed shards that no longer exist
     on_disk = {p.name.split(".")[0] for p in (tmp_path / "train").iterdir()}
     assert on_disk == {s["name"] for s in stats["shards"]}
+    write_manifest(tmp_path, "MiniLM", {"train": stats}, [])
+    assert len(ShardReader(tmp_path)) == 10
 
 
 def test_bad_role_names_the_dialogue(tokenizer, tmp_path):
@@ -268,3 +278,24 @@ def test_full_chitchat_corpus_tokenises_in_seconds(tokenizer, tmp_path):
     print(f"{messages / seconds:,.0f} utterances/s, {stats['tokens'] / seconds:,.0f} tokens/s, {seconds:.1f} s")
     assert stats["dialogues"] == len(dialogues) == 7168
     assert seconds < 30
+
+
+def test_malformed_manifest_is_named(tmp_path):
+    (tmp_path / "manifest.json").write_text(json.dumps({"splits": {"train": {"shards": [{"name": "shard-00000"}]}}}))
+    with pytest.raises(ShardError, match=r"splits.train.shards\[0\] must have the keys"):
+        ShardReader(tmp_path)
+    (tmp_path / "manifest.json").write_text("{oops")
+    with pytest.raises(ShardError, match="manifest.json: not valid JSON"):
+        ShardReader(tmp_path)
+
+
+def test_rank_without_dialogues(tokenizer, tmp_path):
+    dialogue = Dialogue("only", [Turn("u", "hello there", role="user")])
+    write_manifest(tmp_path, "MiniLM", {"train": write_shards([dialogue], tokenizer, tmp_path, "train")}, [])
+    assert [d.id for d in ShardReader(tmp_path, rank=0, world_size=2)] == ["only"]
+    empty = ShardReader(tmp_path, rank=1, world_size=2)
+    assert len(empty) == 0 and list(empty) == []
+    with pytest.raises(ShardError, match="none for rank 1 of 2"):
+        next(iter(ShardReader(tmp_path, rank=1, world_size=2, loop=True)))
+    with pytest.raises(ValueError, match="rank"):
+        ShardReader(tmp_path, rank=2, world_size=2)

@@ -58,7 +58,7 @@ def trained_tokenizer(kind: str = "wordpiece", vocab_size: int = 3000, n_dialogu
 
 def tokenize(tokenizer, dialogues: list[RawDialogue], prefix: str = "d") -> list[TokenizedDialogue]:
     texts = [text for d in dialogues for _, text in d]
-    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    encoded = [e.ids for e in tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)]
     out, k = [], 0
     for i, d in enumerate(dialogues):
         turns = [np.asarray(encoded[k + j], dtype=np.uint16) for j in range(len(d))]

@@ -72,7 +72,10 @@ def read_sse(url: str, events: list, stop: threading.Event) -> None:
     with httpx.Client(timeout=30) as c, c.stream("GET", url) as r:
         for line in r.iter_lines():
             if line.startswith("data: "):
-                events.append((time.monotonic(), json.loads(line[6:])))
+                event = json.loads(line[6:])
+                if "role" in event:  # a message, not a status change
+                    events.append((time.monotonic(), event))
+                    return
             if stop.is_set():
                 return
 
@@ -87,7 +90,7 @@ def test_asking_for_a_person_hands_the_chat_to_an_agent_whose_reply_is_pushed(se
 
     events: list = []
     stop = threading.Event()
-    reader = threading.Thread(target=read_sse, args=(f"{server.url}/v1/sessions/{sid}/events?after=1000000000",
+    reader = threading.Thread(target=read_sse, args=(f"{server.url}/v1/sessions/{sid}/events?after={waiting['user_message_id']}",
                                                      events, stop), daemon=True)
     reader.start()
     time.sleep(0.3)

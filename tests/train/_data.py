@@ -11,6 +11,7 @@ import functools
 import json
 import shutil
 import tempfile
+import zlib
 from pathlib import Path
 
 TINY_MODEL = {"num_layers": 2, "hidden_size": 32, "num_heads": 2, "intermediate_size": 64}
@@ -36,7 +37,7 @@ def _build(shared_data: str | None, n_chat: int, n_sgd: int) -> Path:
     root = Path(tempfile.mkdtemp(prefix="convssl-train-data-"))
     dialogues = _dialogues(Path(shared_data) if shared_data else None, n_chat, n_sgd)
     # Interleave sources so both splits hold peer chat and task dialogues.
-    dialogues.sort(key=lambda d: hash(d.id) % 997)
+    dialogues.sort(key=lambda d: zlib.crc32(d.id.encode()) % 997)
     n_val = max(8, len(dialogues) // 10)
     splits = {"validation": dialogues[:n_val], "train": dialogues[n_val:]}
     train_tokenizer(

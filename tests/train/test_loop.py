@@ -80,14 +80,15 @@ def test_probe_drives_best_and_early_stopping(data_dir, tmp_path, shared_data):
             if per_label.setdefault(r["category"], 0) < 40:
                 per_label[r["category"]] += 1
                 writer.writerow([r["text"], r["category"]])
-    config = _config(data_dir, max_steps=40, eval_every=5, checkpoint_every=0, lr=1e-6, **{
-        "probe.path": str(probe), "probe.patience": 2, "probe.max_examples": 120})
+    config = _config(data_dir, max_steps=60, eval_every=5, checkpoint_every=0, lr=1e-6, **{
+        "probe.path": str(probe), "probe.patience": 2, "probe.max_examples": 120, "probe.every": 10})
     run = tmp_path / "run"
     result = pretrain(config, run)
     evals = [r for r in read_metrics(run / "metrics.jsonl") if "val.probe_accuracy" in r]
     assert all(0.2 < r["val.probe_accuracy"] <= 1.0 for r in evals)
+    assert evals and all(r["step"] % 10 == 0 for r in evals)  # probe.every, while validation runs every 5
     best = read_best(run / "checkpoints")
     assert best["metric"] == "val.probe_accuracy"
     assert best["value"] == pytest.approx(max(r["val.probe_accuracy"] for r in evals))
     # lr 1e-6 barely moves the weights: the probe plateaus and patience 2 stops the run early.
-    assert result.stopped_early and result.steps < 40
+    assert result.stopped_early and result.steps < 60

@@ -5,6 +5,7 @@ All are pure functions (or small classes holding compiled state) over text and
 """
 
 from convssl.data.curate.dedup import (
+    NearDuplicateIndex,
     dialogue_fingerprint,
     dialogue_text,
     exact_duplicates,
@@ -14,10 +15,11 @@ from convssl.data.curate.dedup import (
 )
 from convssl.data.curate.language import LanguageFilter, detect_language
 from convssl.data.curate.pii import PII_TYPES, PLACEHOLDERS, PiiScrubber
-from convssl.data.curate.quality import QUALITY_REASONS, QualityConfig, quality_reason
+from convssl.data.curate.quality import QUALITY_REASONS, QualityConfig, quality_reason, quality_reasons
 from convssl.data.curate.text import normalize_text
 
 __all__ = [
+    "NearDuplicateIndex",
     "PII_TYPES",
     "PLACEHOLDERS",
     "QUALITY_REASONS",
@@ -33,4 +35,5 @@ __all__ = [
     "near_duplicates",
     "normalize_text",
     "quality_reason",
+    "quality_reasons",
 ]

@@ -20,21 +20,28 @@ import numpy as np
 from convssl.data.dialogue import Dialogue
 
 _FOLD_RE = re.compile(r"[\W_]+")
-_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+# numpy 2 renamed trapz; the package supports numpy >= 1.26.
+_trapezoid = getattr(np, "trapezoid", None) or np.trapz
 # Characters (~ shingles) per block while building signatures: large enough that numpy's per-call
 # overhead vanishes, small enough that the temporaries stay in cache and memory stays flat.
 _BLOCK_SHINGLES = 1 << 19
-
-
 # ASCII fast path of fold_text as one byte table: letters lower-cased, digits kept, all else a space.
 _ASCII_FOLD = bytes(c if chr(c).isalnum() else 32 for c in range(128)).lower() + bytes(range(128, 256))
 
 
 def fold_bytes(text: str) -> bytes:
-    """UTF-8 bytes of ``fold_text(text)``; a byte-table translation when the text is ASCII."""
+    """UTF-8 bytes of ``fold_text(text)``; a byte-table translation when the text is ASCII.
+
+    Text made only of punctuation or emoji would fold to nothing and make "😂" equal "👍", so it
+    keeps its symbols (case-folded, spacing collapsed) instead.
+    """
     if text.isascii():
-        return b" ".join(text.encode("ascii").translate(_ASCII_FOLD).split())
-    return " ".join(_FOLD_RE.sub(" ", text.casefold()).split()).encode("utf-8")
+        folded = b" ".join(text.encode("ascii").translate(_ASCII_FOLD).split())
+    else:
+        folded = " ".join(_FOLD_RE.sub(" ", text.casefold()).split()).encode("utf-8")
+    if not folded:
+        return " ".join(text.casefold().split()).encode("utf-8")
+    return folded
 
 
 def fold_text(text: str) -> str:
@@ -82,8 +89,8 @@ def lsh_params(
     above = np.linspace(threshold, 1.0, 201)
     for bands in range(1, num_perm + 1):
         for rows in range(1, num_perm // bands + 1):
-            fp = np.trapezoid(1.0 - (1.0 - below**rows) ** bands, below)
-            fn = np.trapezoid((1.0 - above**rows) ** bands, above)
+            fp = _trapezoid(1.0 - (1.0 - below**rows) ** bands, below)
+            fn = _trapezoid((1.0 - above**rows) ** bands, above)
             error = fp_weight * fp + fn_weight * fn
             if best is None or error < best[0]:
                 best = (error, bands, rows)
@@ -255,3 +262,77 @@ def near_duplicates(
         return []
     roots = _cluster_roots(len(texts), similar)
     return np.flatnonzero(roots != np.arange(len(texts))).tolist()
+
+
+class NearDuplicateIndex:
+    """Near-duplicate detection against a corpus that grows batch by batch.
+
+    Use it when new logs arrive after a corpus was curated: ``add`` drops the new texts that
+    repeat indexed ones (or each other) and indexes the rest, so the result equals running
+    ``near_duplicates`` over everything seen so far without recomputing old signatures. Each
+    LSH bucket remembers up to ``bucket_cap`` indexed texts, which bounds the work per lookup.
+    """
+
+    def __init__(
+        self, threshold: float = 0.8, num_perm: int = 128, ngram: int = 5, seed: int = 0, bucket_cap: int = 8
+    ) -> None:
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+        self.threshold, self.num_perm, self.ngram, self.seed = threshold, num_perm, ngram, seed
+        self.bucket_cap = bucket_cap
+        self.bands, self.rows = lsh_params(round(threshold, 6), num_perm)
+        self._buckets: list[dict[int, list[int]]] = [{} for _ in range(self.bands)]
+        self._signatures = np.empty((0, num_perm), dtype=np.uint32)
+
+    def __len__(self) -> int:
+        return len(self._signatures)
+
+    def _keys(self, signatures: np.ndarray) -> list[list[int]]:
+        return [
+            _band_keys(signatures[:, b * self.rows : (b + 1) * self.rows]).tolist() for b in range(self.bands)
+        ]
+
+    def _indexed_matches(self, signatures: np.ndarray, keys: list[list[int]]) -> list[set[int]]:
+        """Per text, the indexed ids whose signature agrees on at least ``threshold`` of the slots."""
+        matches: list[set[int]] = [set() for _ in range(len(signatures))]
+        for b, bucket in enumerate(self._buckets):
+            for i, key in enumerate(keys[b]):
+                matches[i].update(bucket.get(key, ()))
+        for i, ids in enumerate(matches):
+            if ids:
+                candidates = np.fromiter(ids, dtype=np.int64, count=len(ids))
+                agree = (self._signatures[candidates] == signatures[i]).mean(axis=1)
+                matches[i] = set(candidates[agree >= self.threshold - 1e-12].tolist())
+        return matches
+
+    def query(self, text: str) -> list[int]:
+        """Ids (in order of ``add``, kept texts only) of indexed texts that ``text`` nearly repeats."""
+        signatures = minhash_signatures([text], self.num_perm, self.ngram, self.seed)
+        return sorted(self._indexed_matches(signatures, self._keys(signatures))[0])
+
+    def add(self, texts: Sequence[str]) -> list[int]:
+        """Positions in ``texts`` dropped as near-duplicates; the other texts get the next ids."""
+        if not texts:
+            return []
+        signatures = minhash_signatures(texts, self.num_perm, self.ngram, self.seed)
+        keys = self._keys(signatures)
+        hits = self._indexed_matches(signatures, keys)
+        pairs = candidate_pairs(signatures, self.bands, self.rows)
+        similar = (
+            pairs[estimated_jaccard(signatures, pairs) >= self.threshold - 1e-12] if len(pairs) else pairs
+        )
+        roots = _cluster_roots(len(texts), similar)
+        # A batch cluster that touches the index is dropped whole: its first text is a repeat too.
+        repeated_roots = {int(roots[i]) for i, ids in enumerate(hits) if ids}
+        drop = [i for i in range(len(texts)) if roots[i] != i or int(roots[i]) in repeated_roots]
+        dropped = set(drop)
+        kept = [i for i in range(len(texts)) if i not in dropped]
+        first_id = len(self._signatures)
+        for b, bucket in enumerate(self._buckets):
+            band_keys = keys[b]
+            for offset, i in enumerate(kept):
+                members = bucket.setdefault(band_keys[i], [])
+                if len(members) < self.bucket_cap:
+                    members.append(first_id + offset)
+        self._signatures = np.concatenate([self._signatures, signatures[kept]])
+        return drop

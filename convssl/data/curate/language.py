@@ -12,11 +12,11 @@ from functools import lru_cache
 
 from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
-from convssl.data.curate.dedup import dialogue_text
 from convssl.data.dialogue import Dialogue
 
-# The model's cost is linear in bytes; a dialogue's language is clear long before 2,000 characters.
-MAX_CHARS = 2000
+# The model walks every byte in pure Python (~1 µs per byte); a dialogue's language is clear long
+# before 1,000 characters (on the chitchat corpus 500, 1,000 and 2,000 give the same decisions).
+MAX_CHARS = 1000
 
 
 @lru_cache(maxsize=1)
@@ -25,19 +25,14 @@ def _identifier() -> LanguageIdentifier:
 
 
 def supported_languages() -> list[str]:
-    """ISO 639-1 codes the bundled model knows, for validating a user's ``keep`` list."""
+    """ISO 639 codes the bundled model knows, for validating a user's ``keep`` list."""
     return list(_identifier().labels)
 
 
 def detect_language(text: str) -> tuple[str, float]:
-    """Most likely ISO 639-1 code and its normalised probability (0..1)."""
+    """Most likely ISO 639 code (mostly two letters) and its normalised probability (0..1)."""
     lang, prob = _identifier().classify(text[:MAX_CHARS])
     return lang, float(prob)
-
-
-def language_scores(text: str) -> dict[str, float]:
-    """Normalised probability of every language, for summing over a set of kept languages."""
-    return dict(_identifier().rank(text[:MAX_CHARS]))
 
 
 class LanguageFilter:
@@ -80,4 +75,17 @@ class LanguageFilter:
         return f"language:{lang}"
 
     def reason(self, dialogue: Dialogue) -> str | None:
-        return self.text_reason(dialogue_text(dialogue))
+        """Why the dialogue would be dropped, judged on the start of its joined turns."""
+        return self.text_reason(_head_text(dialogue, max(MAX_CHARS, self.min_chars)))
+
+
+def _head_text(dialogue: Dialogue, limit: int) -> str:
+    """The turns joined by spaces, stopping once ``limit`` characters are collected."""
+    parts: list[str] = []
+    size = 0
+    for turn in dialogue.turns:
+        parts.append(turn.text)
+        size += len(turn.text) + 1
+        if size >= limit:
+            break
+    return " ".join(parts)

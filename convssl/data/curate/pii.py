@@ -35,14 +35,29 @@ _PHONE_RE = re.compile(
     r"(?<![\w#+.,/:-])(?:"
     # international: +CC then groups, optional (0) trunk digit or area code in brackets
     rf"\+\d{{1,3}}{_SEP}(?:\(\d{{1,4}}\){_SEP})?\d{{1,5}}(?:{_SEP}\d{{1,5}}){{1,5}}"
-    # North American: (555) 123-4567, 555.123.4567, 5551234567
-    rf"|\(?\d{{3}}\)?{_SEP}\d{{3}}{_SEP}\d{{4}}"
+    # North American: (555) 123-4567, 555.123.4567, 5551234567, 1-800-555-0199
+    rf"|(?:1{_SEP})?\(?\d{{3}}\)?{_SEP}\d{{3}}{_SEP}\d{{4}}"
     # European national with trunk 0: 020 7946 0958, 030-1234-5678, 06 12 34 56 78
     rf"|\(?0\d{{1,4}}\)?(?:{_SEP}\d{{2,4}}){{2,4}}"
     r")(?![\w]|[.,:/-]\d)"
 )
 _NOT_DIGIT = re.compile(r"\D")
 _HAS_DIGIT = re.compile(r"\d")
+_ASCII_TRIGGER = re.compile(r"[0-9@]")
+
+
+def _may_hold_pii(text: str) -> bool:
+    """Every type needs a digit, an "@", "://" or "www.": a cheap test that clears most chat turns.
+
+    (An IPv6 address without any digit, like "dead::beef", is the accepted miss.) A single
+    case-insensitive alternation regex costs several times more than these substring tests.
+    """
+    return (
+        _ASCII_TRIGGER.search(text) is not None
+        or "://" in text
+        or "www." in text.lower()
+        or (not text.isascii() and _HAS_DIGIT.search(text) is not None)
+    )
 
 
 def luhn_valid(digits: str) -> bool:
@@ -83,8 +98,7 @@ def _phone(match: re.Match[str]) -> bool:
         return 8 <= len(digits) <= 15
     if not 10 <= len(digits) <= 12:
         return False
-    # "2024 03 15 12" and friends: a national number without separators or with uniform groups
-    # is still a phone, but a leading 19xx/20xx year followed by a month-like pair is a date.
+    # A year, a month and a day ("2024 03 15 1230") is a date stamp, not a phone number.
     return not re.fullmatch(r"(?:19|20)\d\d[ .\-](?:0[1-9]|1[0-2])[ .\-]\d\d.*", text)
 
 
@@ -135,7 +149,7 @@ class PiiScrubber:
 
     def scrub(self, text: str) -> tuple[str, Counter[str]]:
         counts: Counter[str] = Counter()
-        if not text:
+        if not text or not _may_hold_pii(text):
             return text, counts
         has_digit = _HAS_DIGIT.search(text) is not None
         for kind in self.types:

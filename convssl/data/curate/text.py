@@ -21,7 +21,8 @@ NORMAL_FORMS = ("NFC", "NFKC", "NFD", "NFKD")
 _CONTROL_RE = re.compile(
     "[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f\u00ad\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\ufeff]"
 )
-# Anything str.split() treats as whitespace, including \x1c-\x1f, NBSP and U+2028.
+# The ASCII part of the same set; \t \n \v \f \r and \x1c-\x1f are whitespace to str.split()
+# and so become single spaces instead of disappearing.
 _ASCII_CONTROL_RE = re.compile("[\x00-\x08\x0e-\x1b\x7f]")
 _FTFY_CONFIG = ftfy.TextFixerConfig(normalization=None, explain=False)
 # UTF-8 mojibake always shows a lead byte (Â..ô as Latin-1/Windows-1252) followed by a

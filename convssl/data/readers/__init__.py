@@ -98,7 +98,7 @@ def detect_format(path: str | Path) -> str:
         except json.JSONDecodeError:
             return "jsonl"
         return "intents" if isinstance(item, dict) and "text" in item and "turns" not in item else "jsonl"
-    if suffix in (".csv", ".tsv"):
+    if suffix == ".csv":
         header = _first_line(path).split(",")
         if is_intent_header(header) and not is_dialogue_header(header):
             return "intents"
@@ -147,11 +147,11 @@ def _expand(paths: Iterable[str | Path], fmt: str | None) -> Iterator[tuple[str,
                 detected = detect_format(path)
             except UnknownFormat:
                 detected = None
-        if detected == "folder":
+        if path.is_dir() and detected != "sgd":
             files = _folder_files(path)
             if not files:
                 raise FileNotFoundError(f"input folder {path} holds no .json/.jsonl/.csv/.txt files")
-            yield from _expand(files, None)
+            yield from _expand(files, fmt)
             continue
         yield name, path, detected
 

@@ -21,16 +21,22 @@ _CONTROL = bytes(b for b in range(32) if b not in (9, 10, 12, 13, 27))
 _CONTROL_TABLE = bytes.maketrans(b"", b"")
 
 
+def _mostly_text(data: bytes) -> bool:
+    printable = sum(1 for b in data if 32 <= b < 127 or b in (9, 10, 13))
+    return printable > 0.8 * max(1, len(data))
+
+
 def _looks_utf16(head: bytes) -> bool:
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return True
-    # ASCII text in UTF-16 without BOM: every other byte is NUL.
+    # Latin-script text in UTF-16 without BOM: every other byte is NUL, the others printable.
     sample = head[:4000]
-    if len(sample) >= 8:
-        evens, odds = sample[0::2], sample[1::2]
-        if odds.count(0) > 0.4 * len(odds) or evens.count(0) > 0.4 * len(evens):
-            return True
-    return False
+    if len(sample) < 8:
+        return False
+    evens, odds = sample[0::2], sample[1::2]
+    if odds.count(0) > 0.4 * len(odds) and _mostly_text(evens.replace(b"\x00", b"")):
+        return True
+    return evens.count(0) > 0.4 * len(evens) and _mostly_text(odds.replace(b"\x00", b""))
 
 
 def _looks_binary(head: bytes) -> bool:

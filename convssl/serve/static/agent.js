@@ -6,6 +6,7 @@
   let agent = sessionStorage.getItem("convssl.agentName") || "Agent";
   let current = null;
   let timer = null;
+  let shown = "";
 
   function el(tag, cls, text) {
     const n = document.createElement(tag);
@@ -83,6 +84,7 @@
     $("thread-title").textContent = "Conversation " + s.id.slice(0, 8) + " — " + s.status;
     $("take").hidden = s.status === "agent";
     const ol = $("thread");
+    const keep = ol.scrollTop;
     ol.replaceChildren();
     let lastTop = [];
     for (const m of data.messages) {
@@ -98,6 +100,8 @@
       if (m.rating) li.append(el("span", "meta", m.rating > 0 ? "user rated helpful" : "user rated not helpful"));
       ol.append(li);
     }
+    const key = current + ":" + data.messages.length;
+    if (key !== shown) { shown = key; ol.scrollTop = ol.scrollHeight; } else { ol.scrollTop = keep; }
     const g = $("guesses");
     g.replaceChildren(el("span", "muted", "Top guesses: "));
     for (const [label, p] of lastTop) {

@@ -39,11 +39,10 @@
     const box = el("div", "rate");
     box.setAttribute("role", "group");
     box.setAttribute("aria-label", "Rate this reply");
-    for (const [value, label, symbol] of [["up", "Helpful", "\u{1F44D}"], ["down", "Not helpful", "\u{1F44E}"]]) {
-      const b = el("button", "rate-btn", symbol);
+    for (const [value, label] of [["up", "Helpful"], ["down", "Not helpful"]]) {
+      const b = el("button", "rate-btn rate-" + value, label);
       b.type = "button";
       b.dataset.rating = value;
-      b.setAttribute("aria-label", label);
       b.setAttribute("aria-pressed", "false");
       b.addEventListener("click", () => rate(messageId, value, box, b));
       box.append(b);

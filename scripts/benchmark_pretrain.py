@@ -1,0 +1,242 @@
+#!/usr/bin/env python
+"""Pretraining speed: the standard Hugging Face MLM recipe vs convssl's loop, same model and data.
+
+Both sides train the `mini` BERT (4 x 256) with 15% masking on the chitchat corpus, with the same
+batch size (rows) and maximum length, in bf16 autocast on the CPU. Rounds alternate (HF, convssl,
+HF, convssl, ...) so machine noise hits both. Reported per side: real (non-pad) tokens/s, model
+FLOPs utilisation against a bf16 matmul peak measured in this run, and peak resident memory.
+
+FLOPs are counted honestly, per real token: the encoder body (projections, FFN), attention
+(quadratic in each row's real length) and the LM head only at the masked positions; padding and
+logits nobody needs are not credited to either side. Training = 3 x forward.
+
+    OMP_WAIT_POLICY=PASSIVE python scripts/benchmark_pretrain.py             # full run
+    OMP_WAIT_POLICY=PASSIVE python scripts/benchmark_pretrain.py --quick     # seconds, to check it works
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status", encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class PeakMemory:
+    """Samples resident memory every 5 ms while a round runs (torch allocations are not traced)."""
+
+    def __enter__(self) -> PeakMemory:
+        self.peak = rss_mib()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, rss_mib())
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def bf16_peak_flops(size: int = 4096, repeats: int = 5) -> float:
+    a = torch.randn(size, size, dtype=torch.bfloat16)
+    b = torch.randn(size, size, dtype=torch.bfloat16)
+    torch.matmul(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def prepare(data: Path | None, n_dialogues: int, work: Path) -> Path:
+    """A prepared folder (tokenizer + shards) of chitchat dialogues, unless one is given."""
+    if data is not None:
+        return data
+    from convssl.data.readers.chitchat import read_chitchat
+    from convssl.data.shards import write_manifest, write_shards
+    from convssl.data.tokenizer import load_tokenizer, train_tokenizer
+
+    dialogues = [d for d in read_chitchat(limit=n_dialogues) if len(d.turns) >= 2]
+    n_val = max(8, len(dialogues) // 50)
+    train_tokenizer((t.text for d in dialogues for t in d.turns), work / "tokenizer", vocab_size=8000, lowercase=True)
+    tok = load_tokenizer(work / "tokenizer")
+    stats = {
+        "train": write_shards(dialogues[n_val:], tok, work / "shards", "train", progress=False),
+        "validation": write_shards(dialogues[:n_val], tok, work / "shards", "validation", progress=False),
+    }
+    write_manifest(work / "shards", work / "tokenizer", stats, ["chitchat"])
+    return work
+
+
+def model_flops(lengths: np.ndarray, masked: float, layers: int, hidden: int, ffn: int, vocab: int) -> float:
+    """Training FLOPs (3 x forward) of rows with these real lengths and this many predicted tokens."""
+    tokens = float(lengths.sum())
+    body = 2 * tokens * layers * (4 * hidden * hidden + 2 * hidden * ffn)
+    attention = 2 * 2 * float((lengths.astype(np.float64) ** 2).sum()) * hidden * layers
+    head = 2 * masked * (hidden * hidden + hidden * vocab)
+    return 3 * (body + attention + head)
+
+
+def hf_examples(data: Path, tokenizer, max_length: int, count: int, unit: str = "dialogue") -> list[list[int]]:
+    """One example per dialogue ([CLS] turns [SEP], cut to max_length), or per turn with
+    `unit="turn"` (the line-by-line recipe: short rows, much more padding)."""
+    from convssl.data.shards import ShardReader
+    from convssl.pretext.base import special_ids, turn_segment
+
+    ids = special_ids(tokenizer)
+    rows = []
+    for dialogue in ShardReader(data / "shards", "train", shuffle=True, seed=0, loop=True):
+        segments = [turn_segment(ids, r, t) for t, r in zip(dialogue.turns, dialogue.roles)]
+        bodies = segments if unit == "turn" else [np.concatenate(segments)]
+        for body in bodies:
+            rows.append([ids.bos, *body[: max_length - 2].tolist(), ids.eos])
+            if len(rows) >= count:
+                return rows
+    return rows
+
+
+def run_hf(model, tokenizer, examples, batch: int, steps: int, lr: float, out: Path) -> dict:
+    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
+
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=0.15)
+    counted = {"tokens": 0, "masked": 0, "lengths": []}
+
+    def collate(features):
+        out_batch = collator(features)
+        mask = out_batch["attention_mask"]
+        counted["tokens"] += int(mask.sum())
+        counted["masked"] += int((out_batch["labels"] != -100).sum())
+        counted["lengths"].extend(mask.sum(1).tolist())
+        return out_batch
+
+    args = TrainingArguments(
+        output_dir=str(out), per_device_train_batch_size=batch, max_steps=steps, learning_rate=lr,
+        bf16=True, use_cpu=True, report_to=[], save_strategy="no", logging_strategy="no",
+        dataloader_num_workers=0, disable_tqdm=True, seed=0,
+    )
+    dataset = [{"input_ids": e} for e in examples]
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collate)
+    with PeakMemory() as mem:
+        start = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - start
+    return {"seconds": seconds, "tokens": counted["tokens"], "masked": counted["masked"],
+            "lengths": np.asarray(counted["lengths"]), "peak_rss_mib": mem.peak}
+
+
+def run_convssl(data: Path, batch: int, steps: int, lr: float, max_length: int, out: Path) -> dict:
+    from convssl.config import load_config
+    from convssl.train.config import PretrainConfig
+    from convssl.train.loop import Trainer
+
+    overrides = [
+        f"data={data}", "model.preset=mini", "model.attention=sdpa", f"batch_size={batch}", f"max_steps={steps}",
+        f"lr={lr}", "warmup_steps=0", "eval_every=0", "checkpoint_every=0", "log_every=1000000",
+        "tensorboard=false", "progress=false", "plot=false",
+    ]
+    config = load_config(PretrainConfig, "pretrain_mini_mlm", overrides)
+    config.objectives[0].max_length = max_length  # a list item: not reachable by key=value overrides
+    trainer = Trainer(config, out)
+    counted = {"lengths": [], "masked": 0}
+    with PeakMemory() as mem:
+        result = trainer.train()
+    seconds = result.last_metrics["elapsed"]
+    # Count the rows' real lengths and masked positions from an identical stream, outside the timing.
+    probe = trainer._stream(0, "train")
+    for _ in range(steps):
+        b = next(probe)
+        mask = b.tensors.get("attention_mask")
+        lengths = mask.sum(1) if mask is not None else torch.full((b.size,), b.tensors["input_ids"].shape[1])
+        counted["lengths"].extend(lengths.tolist())
+        counted["masked"] += int(b.tensors["mlm_positions"].numel())
+    return {"seconds": seconds, "tokens": result.tokens_seen, "masked": counted["masked"],
+            "lengths": np.asarray(counted["lengths"]), "peak_rss_mib": mem.peak}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, help="prepared folder; default: build one from chitchat")
+    parser.add_argument("--dialogues", type=int, default=4000)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
+    parser.add_argument("--hf-unit", choices=["dialogue", "turn"], default="dialogue",
+                        help="HF examples: whole dialogues cut to --max-length (default) or single turns")
+    parser.add_argument("--quick", action="store_true", help="tiny run to check the script works")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    if args.quick:
+        args.dialogues, args.steps, args.rounds, args.batch = 600, 4, 1, 8
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from transformers import BertForMaskedLM
+
+    from convssl.data.tokenizer import load_tokenizer
+    from convssl.models.presets import ModelConfig, hf_config
+    from convssl.pretext.base import special_ids
+
+    work = Path(tempfile.mkdtemp(prefix="convssl-bench-"))
+    data = prepare(args.data, args.dialogues, work / "data")
+    tokenizer = load_tokenizer(data / "tokenizer")
+    ids = special_ids(tokenizer)
+    cfg = hf_config(ModelConfig(preset="mini", attention="sdpa"), len(tokenizer), ids.pad, ids.bos, ids.eos)
+    cfg._attn_implementation = "sdpa"
+    examples = hf_examples(data, tokenizer, args.max_length, args.batch * args.steps, args.hf_unit)
+    peak = bf16_peak_flops(1024 if args.quick else 4096)
+    print(f"bf16 matmul peak: {peak / 1e9:.0f} GFLOP/s; torch threads {torch.get_num_threads()}")
+    dims = dict(layers=cfg.num_hidden_layers, hidden=cfg.hidden_size, ffn=cfg.intermediate_size, vocab=cfg.vocab_size)
+    results: dict[str, list[dict]] = {"hf": [], "convssl": []}
+    for round_ in range(args.rounds):
+        torch.manual_seed(round_)
+        hf = run_hf(BertForMaskedLM(cfg), tokenizer, examples, args.batch, args.steps, 1e-3, work / f"hf{round_}")
+        ours = run_convssl(data, args.batch, args.steps, 1e-3, args.max_length, work / f"convssl{round_}")
+        for name, r in (("hf", hf), ("convssl", ours)):
+            flops = model_flops(r["lengths"], r["masked"], **dims)
+            r.update(tokens_per_s=r["tokens"] / r["seconds"], mfu=flops / r["seconds"] / peak)
+            results[name].append(r)
+            print(f"round {round_ + 1} {name:8s} {r['tokens_per_s']:9.0f} real tok/s  MFU {100 * r['mfu']:5.1f}%  "
+                  f"peak RSS {r['peak_rss_mib']:.0f} MiB")
+    summary = {}
+    for name, rs in results.items():
+        summary[name] = {
+            "tokens_per_s": float(np.median([r["tokens_per_s"] for r in rs])),
+            "mfu": float(np.median([r["mfu"] for r in rs])),
+            "peak_rss_mib": float(max(r["peak_rss_mib"] for r in rs)),
+        }
+    summary["ratio"] = summary["convssl"]["tokens_per_s"] / summary["hf"]["tokens_per_s"]
+    summary["peak_gflops"] = peak / 1e9
+    summary["settings"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    print(json.dumps(summary, indent=2))
+    print(f"convssl / HF real tokens/s: {summary['ratio']:.1f}x (target >= 12); "
+          f"convssl MFU {100 * summary['convssl']['mfu']:.0f}% (target >= 50%)")
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

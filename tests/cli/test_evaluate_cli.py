@@ -1,0 +1,109 @@
+"""`convssl evaluate` end to end: every task kind, baselines beside the model, report and plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from convssl.cli import main
+from convssl.config import load_config
+from convssl.evaluate.config import EvaluateConfig
+from convssl.evaluate.tasks import parse_task
+from tests.evaluate import slices
+
+# The same session fixtures as tests/evaluate (real data slices, tiny models built in tmp).
+banking_slice, clinc_slice, sgd_slice = slices.banking_slice, slices.clinc_slice, slices.sgd_slice
+tiny_bert, tiny_gpt2 = slices.tiny_bert, slices.tiny_gpt2
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_evaluate_all_tasks_writes_report_and_plots(tiny_bert, tiny_gpt2, banking_slice, clinc_slice, sgd_slice,
+                                                    tmp_path, capsys):
+    out = tmp_path / "eval"
+    rc = main([
+        "evaluate", "--model", str(tiny_bert), "--model", str(tiny_gpt2),
+        "--task", f"intent:{banking_slice}", "--task", f"oos:{clinc_slice}",
+        "--task", f"response:{sgd_slice}", "--task", f"ppl:{sgd_slice}",
+        "--out", str(out), "response.max_pairs=200", "intent.kshot=[1,5]",
+    ])
+    assert rc == 0
+    assert str(out / "report.md") in capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    kinds = {r["kind"] for r in report["representations"]}
+    assert kinds == {"model", "random-init", "tfidf"}
+    rows = report["rows"]
+    assert {r["task_kind"] for r in rows} == {"intent", "oos", "response", "ppl"}
+    for r in rows:
+        assert r["seconds"] >= 0
+    tfidf_probe = next(r for r in rows if r["kind"] == "tfidf" and r["mode"] == "probe")
+    assert 0.5 < tfidf_probe["metrics"]["accuracy"] <= 1.0
+    kshot = next(r for r in rows if r["model"] == "tiny-bert" and r["mode"] == "kshot-5")
+    assert len(kshot["metrics"]["runs"]) == 3
+    resp = next(r for r in rows if r["model"] == "tiny-bert" and r["task_kind"] == "response")
+    assert resp["metrics"]["recall@10"] >= resp["metrics"]["recall@1"]
+    ppl = next(r for r in rows if r["model"] == "tiny-gpt2" and r["task_kind"] == "ppl")
+    assert ppl["metrics"]["perplexity"] > 1
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "tfidf+logreg" in md and "random-init(tiny-bert)" in md and " ± " in md and "seconds" in md
+    for plot in ("kshot_intent_banking77", "confusions_intent_banking77", "reliability_intent_banking77",
+                 "reliability_oos_clinc150", "oos_hist_oos_clinc150"):
+        assert (out / "plots" / f"{plot}.png").stat().st_size > 1000, plot
+    assert (out / "config.yaml").exists()
+    assert load_config(EvaluateConfig, out / "config.yaml").intent.kshot == [1, 5]
+
+
+def test_finetune_mode_uses_the_downstream_trainer(tiny_bert, banking_slice, tmp_path):
+    out = tmp_path / "ft"
+    rc = main(["evaluate", "--model", str(tiny_bert), "--task", f"intent:{banking_slice}", "--modes", "probe,finetune",
+               "--no-random-baseline", "--no-tfidf", "--no-plots", "--out", str(out),
+               "intent.finetune.epochs=1", "intent.finetune.bf16=false"])
+    assert rc == 0
+    rows = json.loads((out / "report.json").read_text(encoding="utf-8"))["rows"]
+    ft = next(r for r in rows if r["mode"] == "finetune")
+    assert 0.0 <= ft["metrics"]["accuracy"] <= 1.0
+    assert (Path(ft["metrics"]["classifier"]) / "config.json").exists()
+
+
+def test_bad_inputs_fail_with_one_clear_line(tiny_bert, banking_slice, tmp_path, capsys):
+    assert main(["evaluate", "--model", str(tmp_path / "nope"), "--task", f"intent:{banking_slice}",
+                 "--out", str(tmp_path / "a")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(tiny_bert), "--task", "sentiment:x", "--out", str(tmp_path / "b")]) == 2
+    assert "KIND:PATH" in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(tiny_bert), "--task", f"intent:{banking_slice}", "--modes", "probe,magic",
+                 "--out", str(tmp_path / "c")]) == 2
+    assert "magic" in capsys.readouterr().err
+    assert main(["evaluate", "--task", f"intent:{banking_slice}", "--out", str(tmp_path / "d")]) == 2
+    assert "--model" in capsys.readouterr().err
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("models: [x]\nintent:\n  Cee: 3\n", encoding="utf-8")
+    assert main(["evaluate", "--config", str(cfg), "--out", str(tmp_path / "e")]) == 2
+    assert "Cee" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("preset", ["evaluate", "evaluate_quick"])
+def test_presets_load_and_name_existing_data(preset, shared_data, monkeypatch):
+    monkeypatch.chdir(REPO)
+    config = load_config(EvaluateConfig, preset)
+    config.validate()
+    for task in config.tasks:
+        parse_task(task)
+
+
+def test_disk_cache_lets_a_rerun_skip_embedding(tiny_bert, banking_slice, tmp_path):
+    args = ["evaluate", "--model", str(tiny_bert), "--task", f"intent:{banking_slice}", "--modes", "probe",
+            "--no-tfidf", "--no-plots", "--cache", str(tmp_path / "cache")]
+    assert main(args + ["--out", str(tmp_path / "one")]) == 0
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2  # the model and its random-init copy
+    assert main(args + ["--out", str(tmp_path / "two")]) == 0
+    first, second = ((tmp_path / d / "run.log").read_text(encoding="utf-8") for d in ("one", "two"))
+    assert "new texts" in first and "new texts" not in second and "cached embeddings" in second
+    rows = [json.loads((tmp_path / d / "report.json").read_text(encoding="utf-8"))["rows"] for d in ("one", "two")]
+    assert [r["metrics"]["accuracy"] for r in rows[0]] == [r["metrics"]["accuracy"] for r in rows[1]]
+    for cached in (tmp_path / "cache").glob("*.npz"):  # a damaged cache is ignored, not fatal
+        cached.write_bytes(b"not an npz")
+    assert main(args + ["--out", str(tmp_path / "three")]) == 0
+    assert "ignoring unreadable embedding cache" in (tmp_path / "three" / "run.log").read_text(encoding="utf-8")

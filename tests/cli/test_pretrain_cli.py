@@ -1,0 +1,65 @@
+"""`convssl pretrain` end to end through the command line, and its error messages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from convssl.cli import main
+from convssl.train.metrics import read_metrics
+from tests.train._data import prepared_data, tiny_overrides
+
+
+@pytest.fixture
+def data_dir(shared_data, tmp_path):
+    return prepared_data(shared_data, tmp_path / "data")
+
+
+def _overrides(data, **extra):
+    return [o for o in tiny_overrides(data, **extra) if not o.startswith("data=")]
+
+
+def test_pretrain_cli_runs_then_resume_continues_to_more_steps(data_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["pretrain", "--config", "pretrain_tiny", "--data", str(data_dir), "--out", str(run)]
+    assert main([*args, *_overrides(data_dir, max_steps=12, checkpoint_every=6, eval_every=6)]) == 0
+    first = capsys.readouterr().out
+    assert json.loads(first[first.index("{"):])["steps"] == 12
+    assert (run / "config.yaml").exists() and (run / "final" / "config.json").exists()
+    assert (run / "pretrain.log").exists()
+    # Without --resume an existing run is not overwritten.
+    assert main([*args, *_overrides(data_dir, max_steps=12)]) == 2
+    assert "--resume" in capsys.readouterr().err
+    # --resume with no --config reuses RUN/config.yaml; a larger max_steps continues the run.
+    assert main(["pretrain", "--out", str(run), "--resume", "max_steps=18"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out[out.index("{"):])["steps"] == 18
+    steps = [r["step"] for r in read_metrics(run / "metrics.jsonl") if "loss" in r]
+    assert steps == list(range(1, 19))
+
+
+def test_pretrain_cli_reports_bad_input_clearly(data_dir, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert main(["pretrain", "--config", "pretrain_tiny", "--out", out, "data=" + str(tmp_path / "nope")]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert main(["pretrain", "--config", "pretrain_tiny", "--data", str(data_dir), "--out", out, "lrr=1"]) == 2
+    assert "lrr" in capsys.readouterr().err
+    assert main(["pretrain", "--config", "pretrain_tiny", "--data", str(data_dir), "--out", out, "schedule=step"]) == 2
+    assert "schedule" in capsys.readouterr().err
+    assert main(["pretrain", "--config", "no_such_preset", "--data", str(data_dir), "--out", out]) == 2
+    assert "no_such_preset" in capsys.readouterr().err
+    assert main(["pretrain", "--config", "pretrain_tiny", "--out", out]) == 2
+    assert "data" in capsys.readouterr().err
+
+
+def test_every_pretrain_preset_loads(tmp_path):
+    from convssl.config import PRESET_DIR, load_config
+    from convssl.train.config import PretrainConfig
+
+    presets = sorted(p.stem for p in PRESET_DIR.glob("pretrain*.yaml"))
+    assert {"pretrain_tiny", "pretrain_mini_mlm", "pretrain_mini_multitask", "pretrain_minilm_dapt"} <= set(presets)
+    for name in presets:
+        config = load_config(PretrainConfig, name, [f"data={tmp_path}"])
+        config.validate()
+        assert config.objectives

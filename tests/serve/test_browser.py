@@ -1,0 +1,88 @@
+"""A user and an agent in headless Chromium: chat, escalate, agent answers, user sees it, rates it."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests.serve.conftest import TOKEN, start_server
+
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing (apt-get install chromium)"),
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM,
+                              args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield b
+        b.close()
+
+
+def test_user_escalates_agent_answers_user_rates(browser, tmp_path, make_config):
+    db_path = tmp_path / "browser.sqlite3"
+    with start_server(make_config(db_path)) as srv:
+        user = browser.new_page(viewport={"width": 900, "height": 760})
+        user.goto(srv.url + "/")
+        box = user.get_by_label("Your message")
+        box.fill("When will my card arrive?")
+        box.press("Enter")
+        user.locator(".msg-bot").first.wait_for()
+        assert "3 working days" in user.locator(".msg-bot .text").first.inner_text()
+        user.locator(".msg-bot").first.get_by_role("button", name="Helpful", exact=True).click()
+        user.wait_for_selector(".rate[data-rated='up']")
+
+        hostile = "<script>window.pwned=1</script><b>bold</b>"
+        box.fill(hostile)
+        box.press("Enter")
+        user.locator(".msg-bot").nth(1).wait_for()
+        assert user.locator(".msg-user .text").nth(1).inner_text() == hostile
+        assert user.evaluate("window.pwned") is None and user.locator(".log b").count() == 0
+
+        box.fill("I want to talk to a real person")
+        box.press("Enter")
+        user.wait_for_selector("body[data-status='queued']", state="attached")
+
+        agent = browser.new_page(viewport={"width": 1100, "height": 760})
+        agent.goto(srv.url + "/agent")
+        agent.get_by_label("Your name").fill("Dana")
+        agent.get_by_label("Agent token").fill(TOKEN)
+        agent.get_by_role("button", name="Sign in").click()
+        agent.locator(".queue-open").first.click()
+        agent.get_by_role("button", name="Take conversation").click()
+        agent.wait_for_selector(".guess")
+        assert agent.locator(".guess").count() == 3
+        assert agent.locator("#thread .msg-user .text").nth(1).inner_text() == hostile
+        agent.get_by_label("Reply to the user").fill("Hi, this is Dana. How can I help?")
+        agent.get_by_role("button", name="Send reply").click()
+
+        user.locator(".msg-agent").wait_for(timeout=3000)
+        assert "Dana" in user.locator(".msg-agent .text").inner_text()
+        assert user.locator(".msg-agent .who").inner_text().lower() == "agent"
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        user.screenshot(path=str(SCREENSHOTS / "chat.png"))
+        agent.wait_for_selector("#thread .msg-agent")
+        agent.screenshot(path=str(SCREENSHOTS / "console.png"))
+
+        agent.get_by_label("Right intent for the user's request").fill("card_arrival")
+        agent.get_by_role("button", name="Mark resolved").click()
+        agent.wait_for_selector("#queue-empty:not([hidden])")
+
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT rating FROM feedback").fetchall() == [(1,)]
+        roles = [r[0] for r in conn.execute("SELECT role FROM messages ORDER BY id")]
+        assert roles == ["user", "bot", "user", "bot", "user", "bot", "agent"]
+        assert conn.execute("SELECT status, agent FROM sessions").fetchall() == [("resolved", "Dana")]
+        assert conn.execute("SELECT label, source FROM labels").fetchall() == [("card_arrival", "correction")]
+        stored = conn.execute("SELECT text FROM messages WHERE role='user' ORDER BY id").fetchall()
+        assert stored[1] == (hostile,)
