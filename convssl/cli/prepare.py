@@ -121,9 +121,10 @@ def print_summary(report: dict[str, Any], out: Path) -> None:
     table.add_column("what")
     table.add_column("count", justify="right")
     table.add_row("records read", f"{c['records_read']:,}")
-    table.add_row("rejected (malformed)", f"{c['rejected']:,}")
+    table.add_row("rejected as malformed", f"{c['rejected']:,}")
     for reason, n in report["rejects"].items():
-        table.add_row(f"  read: {reason}", f"{n:,}")
+        table.add_row(f"  {reason}", f"{n:,}")
+    table.add_row("removed by filters", f"{c['dialogues_removed']:,}")
     for stage in report["stages"]:
         for reason, n in stage["removed"].items():
             table.add_row(f"  {stage['stage']}: {reason}", f"{n:,}")
@@ -138,4 +139,7 @@ def print_summary(report: dict[str, Any], out: Path) -> None:
         table.add_row(f"tokens {name}", f"{s['tokens']:,} in {s['shards']} shard(s)")
     table.add_row("time", f"{report['timings']['total']:.1f} s")
     console.print(table)
-    console.print(f"report: {out / 'report.md'} (and report.json, plots/); rejects: {out / 'rejects.jsonl'}")
+    # Plain prints: a path must never be wrapped across lines, so it can be copied as it is.
+    print(f"report:   {out / 'report.md'} (also report.json and plots/*.png)")
+    print(f"rejects:  {out / 'rejects.jsonl'} ({c['rejected']:,} malformed records)")
+    print(f"filtered: {out / 'filtered.jsonl'} ({c['dialogues_removed']:,} dialogues removed by filters)")

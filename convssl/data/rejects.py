@@ -14,6 +14,19 @@ from typing import IO, Any
 
 EXCERPT_CHARS = 200
 
+# Every reason code a reader uses, with what it means (shown in report.md; see docs/data.md).
+REJECT_REASONS: dict[str, str] = {
+    "empty_file": "the file is empty or only whitespace",
+    "bad_encoding": "not UTF-8 (a UTF-16 file, or a line with e.g. latin-1 bytes); convert the file to UTF-8",
+    "binary_file": "NUL or control bytes: not a text file",
+    "line_too_long": "a line longer than inputs.max_line_bytes; the rest of the file is still read",
+    "malformed_json": "a JSONL line or JSON file that does not parse",
+    "missing_field": "a required field or CSV column/cell is absent or empty (named in rejects.jsonl)",
+    "malformed_record": "a field of the wrong type, a CSV row with the wrong number of fields, an SGD speaker "
+                        "other than USER/SYSTEM, or a transcript line without 'speaker:'",
+    "unknown_format": "the file's format could not be detected; pass --format",
+}
+
 
 class DataError(ValueError):
     """Input data that cannot be read; the message names the file (and line when known)."""

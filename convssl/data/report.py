@@ -79,14 +79,36 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
+def _bin_width(span: int, max_bins: int = 80) -> int:
+    """1, or an even width: task dialogues have even turn counts, and an odd width of 3 or 5 would
+    hold one or two even values in turn and draw a comb that is not in the data."""
+    for width in (1, 2, 4, 10, 20, 50, 100, 200, 500, 1000):
+        if span / width <= max_bins:
+            return width
+    width = -(-span // max_bins)
+    return width + width % 2
+
+
+def histogram_bins(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """Bin edges for integer counts, and the 99th percentile where the last bin starts.
+
+    Whole-number bins from the smallest value, so integer counts never pile up at an edge and no
+    bar suggests values (0 turns, 0 words) that the filters removed.
+    """
+    low = int(values.min())
+    top = max(low + 1, int(np.percentile(values, 99)))
+    width = _bin_width(top - low + 1)
+    return np.arange(low, top + width + 1, width) - 0.5, top
+
+
 def _histogram(values: np.ndarray, title: str, xlabel: str, path: Path) -> Path:
     fig = _figure()
     ax = fig.add_subplot(1, 1, 1)
     if values.size:
-        top = max(1, int(np.percentile(values, 99)))
+        bins, top = histogram_bins(values)
         clipped = np.minimum(values, top)
-        width = -(-(top + 1) // 60)  # whole-number bins, so integer counts never pile up at an edge
-        bins = np.arange(0, top + width + 1, width) - 0.5
+        width = bins[1] - bins[0]
+        ax.set_xlim(bins[0] - width / 2, bins[-1] + width / 2)
         ax.hist(clipped, bins=bins, color="#4C72B0", edgecolor="white", linewidth=0.3)
         ax.axvline(float(np.median(values)), color="#C44E52", linestyle="--", label=f"median {np.median(values):g}")
         ax.legend()
@@ -130,7 +152,7 @@ def write_plots(report: dict[str, Any], arrays: dict[str, Any], plots_dir: Path)
     return [
         _histogram(arrays["turn_words"], "Words per turn", "words", plots_dir / "turn_lengths.png"),
         _histogram(arrays["turns_per_dialogue"], "Turns per dialogue", "turns", plots_dir / "turns_per_dialogue.png"),
-        _bars(dict(sorted(arrays["roles"].items())), "Turns per role (kept dialogues)", "turns", plots_dir / "roles.png"),
+        _bars(dict(sorted(arrays["roles"].items())), "Speaker balance: turns per role (kept dialogues)", "turns", plots_dir / "roles.png"),
         _bars(removed_counts(report), "Records removed, by stage and reason", "records", plots_dir / "removed.png",
               horizontal=True),
     ]
@@ -147,6 +169,27 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return lines + [""]
+
+
+def _removed_section(report: dict[str, Any]) -> list[str]:
+    """Every reason that removed something: how many, from which source, and what it means."""
+    reasons = report.get("reasons", {})
+    rows = []
+    for reason, n in report.get("rejects", {}).items():
+        rows.append(["read", reason, n, "see rejects.jsonl", reasons.get(reason, "")])
+    for stage in report.get("stages", []):
+        by_source = stage.get("removed_by_source", {})
+        for reason, n in stage.get("removed", {}).items():
+            sources = ", ".join(f"{k}: {v:,}" for k, v in by_source.get(reason, {}).items()) or "-"
+            rows.append([stage["stage"], reason, n, sources, reasons.get(reason, "")])
+    for reason, n in report.get("intents_removed", {}).items():
+        rows.append(["intents", reason, n, "-", reasons.get(reason, "")])
+    if not rows:
+        return []
+    lines = ["## What was removed, and why", "",
+             "Malformed records are listed in `rejects.jsonl`; every dialogue a filter removed is in "
+             "`filtered.jsonl` with its stage and reason. The thresholds are this run's (`config.yaml`).", ""]
+    return lines + _table(["stage", "reason", "records", "by source", "meaning"], rows)
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -174,6 +217,7 @@ def render_markdown(report: dict[str, Any]) -> str:
           ", ".join(f"{k}: {v:,}" for k, v in s.get("removed", {}).items()) or "-", s["seconds"]]
          for s in report["stages"]],
     )
+    out += _removed_section(report)
     pii = report.get("pii", {})
     out += ["## PII replaced", ""]
     out += _table(["type", "occurrences"], sorted(pii.items())) if pii else ["None found.", ""]

@@ -38,7 +38,12 @@ def test_prepare_end_to_end(tmp_path: Path, shared_data: Path, capsys: pytest.Ca
     assert [s["format"] for s in report["inputs"]] == ["chitchat", "sgd", "jsonl", "intents"]
     assert "dedup:\n  exact: true\n  near: true\n  threshold: 0.9" in (out / "config.yaml").read_text()
     assert len(load_tokenizer(out / "tokenizer")) == report["tokenizer"]["vocab_size"] <= 1500
-    assert "records read" in printed and "read: malformed_json" in printed
+    assert "records read" in printed
+    # The summary lists the malformed record's reason under the rejects, not under the filters.
+    rows = [[cell.strip() for cell in line.strip().strip("│").split("│")] for line in printed.splitlines()]
+    start = rows.index(["rejected as malformed", "1"])
+    end = next(i for i, r in enumerate(rows) if r[0] == "removed by filters")
+    assert rows[start + 1 : end] == [["malformed_json", "1"]]
     assert str(out / "report.md") in printed.replace("\n", "")
 
 
@@ -106,3 +111,34 @@ def test_rerun_from_saved_config_into_same_folder(tmp_path: Path) -> None:
     report = json.loads((first / "report.json").read_text())
     assert report["counts"]["dialogues_kept"] == 40 and report["inputs"][0]["path"] == str(src)
     assert "tokenizer" not in report and not (first / "plots").exists()
+
+
+def test_no_input_reads_the_chitchat_corpus(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "default"
+    assert main(["prepare", "--out", str(out), "--limit", "40", "--no-tokenize", "--no-progress", "plots=false"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert [s["format"] for s in report["inputs"]] == ["chitchat"]
+    assert report["counts"]["dialogues_read"] == 40
+    printed = capsys.readouterr().out
+    # Curation removals are not shown as malformed rejects, and each output file is named on one line.
+    assert "rejected as malformed" in printed and "removed by filters" in printed
+    lines = printed.splitlines()
+    assert f"rejects:  {out / 'rejects.jsonl'} (0 malformed records)" in lines
+    removed = report["counts"]["dialogues_removed"]
+    assert removed > 0  # the corpus has conversations only one person wrote in
+    assert f"filtered: {out / 'filtered.jsonl'} ({removed:,} dialogues removed by filters)" in lines
+    assert any(line.startswith(f"report:   {out / 'report.md'}") for line in lines)
+
+
+def test_format_option_reads_an_unrecognised_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "export.data"  # an extension detection does not know
+    good = json.loads(_bad_jsonl(tmp_path / "g.jsonl").read_text().splitlines()[0])
+    src.write_text(json.dumps(good) + "\n", encoding="utf-8")
+    common = ["--no-tokenize", "--no-progress", "plots=false", "split.train=1", "split.validation=0", "split.test=0"]
+    assert main(["prepare", str(src), "--out", str(tmp_path / "auto"), *common]) == 1
+    assert "unknown_format" in capsys.readouterr().out
+    rejects = [json.loads(x) for x in (tmp_path / "auto" / "rejects.jsonl").read_text().splitlines()]
+    assert rejects[0]["reason"] == "unknown_format" and "--format" in rejects[0]["message"]
+    assert main(["prepare", str(src), "--format", "jsonl", "--out", str(tmp_path / "forced"), *common]) == 0
+    report = json.loads((tmp_path / "forced" / "report.json").read_text())
+    assert report["inputs"][0]["format"] == "jsonl" and report["counts"]["dialogues_kept"] == 1

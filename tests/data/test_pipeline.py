@@ -211,3 +211,50 @@ def test_preset_equals_defaults() -> None:
     from convssl.config import to_dict
 
     assert to_dict(load_config(PrepareConfig, "prepare")) == to_dict(PrepareConfig())
+
+
+def test_report_explains_removals_by_source(prepared: tuple[Path, dict, dict[str, Path]]) -> None:
+    out, report, _ = prepared
+    quality = next(s for s in report["stages"] if s["stage"] == "quality")
+    assert quality["removed_by_source"]["too_few_turns"]["chats"] >= 1  # the planted one-turn dialogue
+    for stage in report["stages"]:
+        for reason, n in stage["removed"].items():
+            assert sum(stage["removed_by_source"][reason].values()) == n, (stage["stage"], reason)
+    reasons = report["reasons"]
+    assert "fewer than 2 turns" in reasons["too_few_turns"]
+    assert "'de'" in reasons["language:de"] and "['en']" in reasons["language:de"]
+    assert ">= 0.8" in reasons["near_duplicate"]
+    assert "parse" in reasons["malformed_json"] and "missing_field" in reasons
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "## What was removed, and why" in md
+    assert "| language | language:de | 1 | chats: 1 |" in md
+
+
+def test_every_shard_mixes_the_sources(prepared: tuple[Path, dict, dict[str, Path]]) -> None:
+    """Shards are written in a hash order, so even the first shard is not one source's block."""
+    out, report, _ = prepared
+    source_of = {json.loads(line)["id"]: json.loads(line)["source"]
+                 for line in (out / "dialogues" / "train.jsonl").read_text(encoding="utf-8").splitlines()}
+    manifest = json.loads((out / "shards" / "manifest.json").read_text())
+    shards = manifest["splits"]["train"]["shards"]
+    assert len(shards) >= 2
+    seen = []
+    for entry in shards:
+        ids = json.loads((out / "shards" / "train" / f"{entry['name']}.ids.json").read_text())
+        seen += ids
+        assert {"chitchat", "sgd/train"} <= {source_of[i] for i in ids}, entry["name"]
+    assert sorted(seen) == sorted(source_of)  # the same dialogues, only in another order
+    assert seen != list(source_of)
+
+
+def test_shard_order_is_a_stable_hash_order() -> None:
+    from convssl.data.dialogue import Dialogue, Turn
+    from convssl.data.pipeline import shard_order
+
+    dialogues = [Dialogue(f"d{i}", [Turn("a", "hi", "A")]) for i in range(200)]
+    ordered = [d.id for d in shard_order(dialogues)]
+    assert sorted(ordered) == sorted(d.id for d in dialogues) and ordered != [d.id for d in dialogues]
+    # Adding dialogues keeps the relative order of the old ones; another seed gives another order.
+    grown = [d.id for d in shard_order(dialogues + [Dialogue(f"new{i}", []) for i in range(50)])]
+    assert [i for i in grown if not i.startswith("new")] == ordered
+    assert [d.id for d in shard_order(dialogues, seed=1)] != ordered

@@ -336,3 +336,66 @@ def test_zero_heavy_binary_is_binary_not_utf16(tmp_path: Path) -> None:
     rejects = RejectLog()
     assert list(read_jsonl(path, rejects=rejects)) == []
     assert rejects.counts == {"binary_file": 1}
+
+
+def test_intent_jsonl_and_json_lists(tmp_path: Path) -> None:
+    jsonl = _write(tmp_path / "feedback.jsonl",
+                   '{"text": "where is my card", "label": "card_arrival", "split": "test"}\n'
+                   '{"text": "top up failed", "intent": "top_up_failed"}\n'
+                   '{"text": "no label here"}\n')
+    assert detect_format(jsonl) == "intents"
+    rejects = RejectLog()
+    got = list(read_intents(jsonl, rejects=rejects))
+    assert [(e.text, e.label, e.split) for e in got] == [
+        ("where is my card", "card_arrival", "test"), ("top up failed", "top_up_failed", "train")]
+    assert rejects.counts == {"missing_field": 1} and rejects.records[0]["line"] == 3
+    pairs = _write(tmp_path / "pairs.json", json.dumps([["book a flight", "travel"], ["play jazz", "music"]]))
+    objects = _write(tmp_path / "objects.json", json.dumps([{"text": "book a flight", "label": "travel"}]))
+    for path in (pairs, objects):
+        assert detect_format(path) == "intents", path.name
+    assert [(e.text, e.label) for e in read_intents(pairs)] == [("book a flight", "travel"), ("play jazz", "music")]
+    assert [(e.text, e.label, e.source) for e in read_intents(objects)] == [("book a flight", "travel", "objects")]
+
+
+def test_json_list_of_generic_dialogues(tmp_path: Path) -> None:
+    items = [{"id": "j1", "turns": [{"speaker": "customer", "text": "my card is lost"},
+                                     {"speaker": "agent", "text": "I blocked it"}]},
+             {"id": "j2", "turns": [{"speaker": "customer"}]},
+             {"id": "j3", "turns": [{"speaker": "x", "text": "hi"}, {"speaker": "y", "text": "hey"}]}]
+    path = _write(tmp_path / "export.json", json.dumps(items, indent=2))
+    assert detect_format(path) == "jsonl"
+    rejects = RejectLog()
+    result = read_inputs([path], rejects=rejects)
+    assert [d.id for d in result.dialogues] == ["j1", "j3"]
+    assert [t.role for t in result.dialogues[0].turns] == ["user", "agent"]
+    assert [t.role for t in result.dialogues[1].turns] == ["A", "B"]
+    assert rejects.counts == {"missing_field": 1}
+    text = path.read_text()
+    assert rejects.records[0]["line"] == text[: text.index('"id": "j2"')].count("\n")  # its opening brace
+
+
+def test_whole_file_json_in_latin1_names_the_line(tmp_path: Path) -> None:
+    items = [{"dialogue_id": "1", "turns": [{"speaker": "USER", "utterance": "hi"}]},
+             {"dialogue_id": "2", "turns": [{"speaker": "USER", "utterance": "caf\u00e9"}]}]
+    text = json.dumps(items, indent=1, ensure_ascii=False)
+    path = _write(tmp_path / "dialogues_001.json", text.encode("latin-1"))
+    rejects = RejectLog()
+    assert list(read_sgd(path, rejects=rejects)) == []
+    assert rejects.counts == {"bad_encoding": 1}
+    entry = rejects.records[0]
+    assert entry["line"] == text[: text.index("caf\u00e9")].count("\n") + 1  # the line with the bad byte
+    assert "UTF-8" in entry["message"]
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00\x01\x02" * 100, "user: hi\n".encode("utf-16")])
+def test_strict_stops_on_whole_file_problems_too(tmp_path: Path, content: bytes) -> None:
+    path = _write(tmp_path / "bad.txt", content)
+    with pytest.raises(DataError, match="bad.txt") as info:
+        read_inputs([path], strict=True)
+    assert info.value.reason in {"empty_file", "binary_file", "bad_encoding"}
+
+
+def test_default_input_is_the_chitchat_corpus() -> None:
+    result = read_inputs(None, limit=5)
+    assert [s["format"] for s in result.sources] == ["chitchat"] and len(result.dialogues) == 5
+    assert result.sources[0]["path"].endswith("dataset.json")

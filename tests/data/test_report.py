@@ -98,3 +98,31 @@ def test_plots_survive_an_empty_corpus(tmp_path: Path, empty: bool) -> None:
     write_report(report, tmp_path, corpus_arrays(dialogues))
     assert all((tmp_path / "plots" / f"{n}.png").stat().st_size > 2000
                for n in ("turn_lengths", "turns_per_dialogue", "roles", "removed"))
+
+
+def test_histogram_bins_start_at_the_smallest_value_and_hold_whole_numbers() -> None:
+    from convssl.data.report import histogram_bins
+
+    # Turn counts after the quality gate (>= 2 turns), mostly even as in task-oriented logs.
+    values = np.array([2] * 50 + [4] * 40 + list(range(2, 141, 2)) * 3 + [7, 9, 300])
+    bins, top = histogram_bins(values)
+    assert bins[0] == 1.5  # no bar reaches down to the 0 or 1 turns the filter removed
+    width = bins[1] - bins[0]
+    assert width == int(width) and (width == 1 or width % 2 == 0)  # each bar holds as many even values
+    assert np.allclose(np.diff(bins), width) and len(bins) - 1 <= 80
+    assert bins[-1] > top and top < 300  # the outlier is folded into the last bin
+    counts, _ = np.histogram(np.minimum(values, top), bins=bins)
+    assert counts.sum() == len(values)
+    assert histogram_bins(np.array([5, 5, 5]))[0][0] == 4.5
+
+
+def test_markdown_explains_each_removal_with_its_sources() -> None:
+    report = _report(_dialogues())
+    report["stages"][0]["removed_by_source"] = {"too_few_turns": {"chat": 4, "sgd": 1}}
+    report["reasons"] = {"too_few_turns": "fewer than 2 turns (quality.min_turns)",
+                         "malformed_json": "a JSONL line or JSON file that does not parse"}
+    md = render_markdown(report)
+    assert "## What was removed, and why" in md
+    assert "| quality | too_few_turns | 5 | chat: 4, sgd: 1 | fewer than 2 turns (quality.min_turns) |" in md
+    assert "| read | malformed_json | 2 | see rejects.jsonl | a JSONL line or JSON file that does not parse |" in md
+    assert "| exact_dedup | exact_duplicate | 2 | - |" in md  # a stage without a source breakdown

@@ -141,6 +141,27 @@ def test_shuffle_is_deterministic_per_seed_and_epoch(dialogues, shards):
     assert _ids(again) == epoch1
 
 
+def test_shuffle_permutes_shards_and_the_dialogues_inside_them(shards):
+    """Both levels are shuffled: the shard visiting order and the order inside each shard."""
+    manifest = json.loads((shards / "manifest.json").read_text())
+    where = {}
+    for s, entry in enumerate(manifest["splits"]["train"]["shards"]):
+        ids = json.loads((shards / "train" / f"{entry['name']}.ids.json").read_text())
+        where.update({i: (s, k) for k, i in enumerate(ids)})
+    order = [where[i] for i in _ids(ShardReader(shards, seed=11))]
+    visits = [s for k, (s, _) in enumerate(order) if k == 0 or order[k - 1][0] != s]
+    assert sorted(visits) == list(range(len(visits)))  # one shard at a time, each visited once
+    assert visits != sorted(visits)
+    shuffled_inside = 0
+    for s in visits:
+        positions = [k for shard, k in order if shard == s]
+        assert sorted(positions) == list(range(len(positions)))
+        shuffled_inside += len(positions) > 2 and positions != sorted(positions)
+    assert shuffled_inside >= len(visits) // 2
+    unshuffled = [where[i] for i in _ids(ShardReader(shards, shuffle=False))]
+    assert unshuffled == sorted(unshuffled)
+
+
 @pytest.mark.parametrize("world_size", [2, 3])
 def test_ranks_are_disjoint_and_cover(dialogues, shards, world_size):
     parts = []

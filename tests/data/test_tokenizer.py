@@ -175,6 +175,19 @@ def test_refuses_five_token_vocabulary(tmp_path):
         load_tokenizer(tmp_path)
 
 
+def test_vocab_txt_only_model_folder_loads_its_whole_vocabulary(minilm_path, tmp_path):
+    """The transformers-5 trap with a real vocabulary: `BertTokenizerFast(vocab_file=...)` can
+    come back with only the 5 BERT specials. `load_tokenizer` on a folder holding just MiniLM's
+    vocab.txt and tokenizer_config.json must give all 30,522 entries (or refuse), never 5."""
+    for name in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        (tmp_path / name).write_bytes((minilm_path / name).read_bytes())
+    vocab_lines = len((tmp_path / "vocab.txt").read_text(encoding="utf-8").splitlines())
+    assert vocab_lines == 30522
+    tok = load_tokenizer(tmp_path)
+    assert len(tok) == vocab_lines + len(dialogue_special_tokens())
+    assert tok("hello world", add_special_tokens=False)["input_ids"] == [7592, 2088]  # the real ids
+
+
 def test_bad_training_arguments(corpus, tmp_path):
     with pytest.raises(TokenizerError, match="kind"):
         train_tokenizer(corpus[:10], tmp_path, kind="unigram")  # type: ignore[arg-type]
