@@ -128,18 +128,27 @@ def print_summary(report: dict[str, Any], out: Path) -> None:
     for stage in report["stages"]:
         for reason, n in stage["removed"].items():
             table.add_row(f"  {stage['stage']}: {reason}", f"{n:,}")
-    table.add_row("dialogues kept", f"{c['dialogues_kept']:,} of {c['dialogues_read']:,}")
-    for name, s in report["splits"].items():
-        table.add_row(f"  {name}", f"{s['dialogues']:,} dialogues, {s['turns']:,} turns")
+    if c["dialogues_read"] or not c["intents_read"]:
+        table.add_row("dialogues kept", f"{c['dialogues_kept']:,} of {c['dialogues_read']:,}")
+        for name, s in report["splits"].items():
+            table.add_row(f"  {name}", f"{s['dialogues']:,} dialogues, {s['turns']:,} turns")
     if c["intents_read"]:
         table.add_row("intent examples kept", f"{c['intents_kept']:,} of {c['intents_read']:,}")
+        for name, s in report["intents"].items():
+            table.add_row(f"  {name}", f"{s['examples']:,} examples, {s['labels']:,} labels")
     if report.get("pii"):
         table.add_row("PII replaced", ", ".join(f"{k} {v:,}" for k, v in report["pii"].items()))
     for name, s in report.get("shards", {}).items():
         table.add_row(f"tokens {name}", f"{s['tokens']:,} in {s['shards']} shard(s)")
+    if report.get("tokenizer_skipped"):
+        table.add_row("tokenizer and shards", "not written")
     table.add_row("time", f"{report['timings']['total']:.1f} s")
     console.print(table)
     # Plain prints: a path must never be wrapped across lines, so it can be copied as it is.
     print(f"report:   {out / 'report.md'} (also report.json and plots/*.png)")
     print(f"rejects:  {out / 'rejects.jsonl'} ({c['rejected']:,} malformed records)")
     print(f"filtered: {out / 'filtered.jsonl'} ({c['dialogues_removed']:,} dialogues removed by filters)")
+    if c["intents_kept"]:
+        print(f"intents:  {out / 'intents'}/{{{','.join(report['intents'])}}}.jsonl")
+    if report.get("tokenizer_skipped"):
+        print(f"tokenizer and shards not written: {report['tokenizer_skipped']}")

@@ -574,6 +574,10 @@ def _curate_and_write(
     report["reasons"] = describe_reasons(config, dict.fromkeys(seen_reasons))
     if config.tokenizer.enabled and kept:
         report["tokenizer"], report["shards"] = tokenize_and_shard(run, splits, config, sources)
+    elif config.tokenizer.enabled:
+        report["tokenizer_skipped"] = "no dialogues were kept, so there is nothing to train a tokenizer on or shard"
+    else:
+        report["tokenizer_skipped"] = "turned off (--no-tokenize / tokenizer.enabled=false)"
     with run.timed("report"):
         arrays = corpus_arrays(kept)
         report["stats"] = corpus_stats(arrays)

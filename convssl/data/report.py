@@ -246,6 +246,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         out += _table(["split", "dialogues", "turns", "tokens", "shards"],
                       [[name, s["dialogues"], s["turns"], s["tokens"], s["shards"]]
                        for name, s in report.get("shards", {}).items()])
+    elif report.get("tokenizer_skipped"):
+        out += ["## Tokenizer and shards", "", f"Not written: {report['tokenizer_skipped']}.", ""]
     out += ["## Timings (seconds)", ""]
     cpu = report.get("cpu_timings", {})
     out += _table(["stage", "wall", "CPU"], [[k, v, cpu.get(k, "-")] for k, v in report["timings"].items()])

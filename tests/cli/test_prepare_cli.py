@@ -142,3 +142,17 @@ def test_format_option_reads_an_unrecognised_file(tmp_path: Path, capsys: pytest
     assert main(["prepare", str(src), "--format", "jsonl", "--out", str(tmp_path / "forced"), *common]) == 0
     report = json.loads((tmp_path / "forced" / "report.json").read_text())
     assert report["inputs"][0]["format"] == "jsonl" and report["counts"]["dialogues_kept"] == 1
+
+
+def test_intent_sets_only(tmp_path: Path, shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "intents"
+    assert main(["prepare", str(shared_data / "banking77"), "--out", str(out), "--no-progress", "plots=false"]) == 0
+    printed = capsys.readouterr().out
+    rows = [[cell.strip() for cell in line.strip().strip("│").split("│")] for line in printed.splitlines()]
+    assert ["intent examples kept", "13,083 of 13,083"] in rows
+    assert ["test", "3,080 examples, 77 labels"] in rows and ["train", "10,003 examples, 77 labels"] in rows
+    assert not any(r[0] == "dialogues kept" for r in rows)  # no dialogue rows for an intents-only run
+    assert "tokenizer and shards not written: no dialogues were kept" in printed
+    assert f"intents:  {out / 'intents'}/{{test,train}}.jsonl" in printed.splitlines()
+    assert "Not written: no dialogues were kept" in (out / "report.md").read_text(encoding="utf-8")
+    assert len((out / "intents" / "train.jsonl").read_text(encoding="utf-8").splitlines()) == 10_003
