@@ -197,8 +197,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     out = [f"# Data preparation report: `{report.get('out_dir', '')}`", ""]
     out += [
         f"Read **{c['records_read']:,}** records ({c['dialogues_read']:,} dialogues, {c['intents_read']:,} intent "
-        f"examples, {c['rejected']:,} rejected as malformed); kept **{c['dialogues_kept']:,}** dialogues "
-        f"({c['turns_kept']:,} turns) and {c['intents_kept']:,} intent examples "
+        f"examples, {c['rejected']:,} rejected as malformed); filters removed "
+        f"{c.get('dialogues_removed', c['dialogues_read'] - c['dialogues_kept']):,} dialogues; kept "
+        f"**{c['dialogues_kept']:,}** dialogues ({c['turns_kept']:,} turns) and {c['intents_kept']:,} intent examples "
         f"in {report['timings'].get('total', 0):.1f} s.",
         "",
         "## Inputs",

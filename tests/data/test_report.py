@@ -77,7 +77,7 @@ def test_write_report_files_and_plots(tmp_path: Path) -> None:
         assert pixels.shape[0] >= 300 and pixels.shape[1] >= 600
         assert len(np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0)) > 20, rel
     md = paths["markdown"].read_text()
-    for needle in ("Read **50** records", "| malformed_json | 2 |", "too_few_turns: 5", "| EMAIL | 4 |",
+    for needle in ("Read **50** records", "filters removed 7 dialogues; kept **40** dialogues", "| malformed_json | 2 |", "too_few_turns: 5", "| EMAIL | 4 |",
                    "| train | 36 | 200 |", "![removed](plots/removed.png)", "words per turn"):
         assert needle in md, needle
 
