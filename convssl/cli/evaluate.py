@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-random-baseline", action="store_true",
                         help="skip the randomly initialised copy of each model's architecture")
     parser.add_argument("--no-tfidf", action="store_true", help="skip the TF-IDF + logistic regression baseline")
-    parser.add_argument("--modes", default=None, help="intent modes, comma-separated: probe,knn,centroid,kshot,finetune")
+    parser.add_argument("--modes", default=None, help="intent modes, comma-separated: probe,knn,centroid,kshot (frozen), finetune, setfit, finetune_kshot (trained)")
     parser.add_argument("--pooling", choices=["mean", "cls"], default=None, help="embedding pooling (default mean)")
     parser.add_argument("--max-train", type=int, default=None, metavar="N", help="seeded stratified subsample of train")
     parser.add_argument("--max-test", type=int, default=None, metavar="N", help="seeded stratified subsample of test/val")

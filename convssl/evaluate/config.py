@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-INTENT_MODES = ("probe", "knn", "centroid", "kshot", "finetune")
+INTENT_MODES = ("probe", "knn", "centroid", "kshot", "finetune", "setfit", "finetune_kshot")
 OOS_SCORES = ("max_softmax", "mahalanobis", "centroid_cosine")
 
 
@@ -22,8 +22,11 @@ class IntentSettings:
     knn_k: int = 10
     kshot: list[int] = field(default_factory=lambda: [1, 5, 10, 30])
     seeds: int = 3  # k-shot repeats; each samples k examples per class with its own seed
+    # k of the few-shot modes that train the encoder (setfit, finetune_kshot): each is one training
+    # run per seed, on the same k-shot draws as the frozen `kshot` probes
+    few_shot: list[int] = field(default_factory=lambda: [5, 10])
     top_confusions: int = 10
-    finetune: dict[str, Any] = field(default_factory=dict)  # FinetuneConfig fields for the finetune mode
+    finetune: dict[str, Any] = field(default_factory=dict)  # FinetuneConfig fields for the training modes
 
 
 @dataclass
@@ -84,8 +87,9 @@ class EvaluateConfig:
         unknown = sorted(set(self.oos.scores) - set(OOS_SCORES))
         if unknown:
             raise ConfigError(f"oos.scores: unknown score(s) {unknown}; known: {list(OOS_SCORES)}")
-        if any(k < 1 for k in self.intent.kshot):
-            raise ConfigError(f"intent.kshot: every k must be >= 1, got {self.intent.kshot}")
+        for name in ("kshot", "few_shot"):
+            if any(k < 1 for k in getattr(self.intent, name)):
+                raise ConfigError(f"intent.{name}: every k must be >= 1, got {getattr(self.intent, name)}")
         if self.intent.seeds < 1:
             raise ConfigError("intent.seeds must be >= 1")
         if self.response.candidates < 2:

@@ -144,11 +144,14 @@ def kshot_eval(X_train: Any, y_train: np.ndarray, X_test: Any, y_test: np.ndarra
         clf = fit_probe(X_train[idx], y_train[idx], C=C, max_iter=max_iter)
         pred = probe_proba(clf, X_test, n_classes).argmax(axis=1)
         runs.append(classification_metrics(y_test, pred))
+    return {"k": k, "seeds": list(seeds), **mean_std(runs)}
+
+
+def mean_std(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and sample std of accuracy and macro-F1 over repeated runs (seeds), with the runs."""
     acc = np.array([r["accuracy"] for r in runs])
     f1 = np.array([r["macro_f1"] for r in runs])
     return {
-        "k": k,
-        "seeds": list(seeds),
         "accuracy": float(acc.mean()),
         "accuracy_std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
         "macro_f1": float(f1.mean()),

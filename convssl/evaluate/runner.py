@@ -33,6 +33,7 @@ from convssl.evaluate.tasks import (
     IntentData,
     TaskError,
     TaskSpec,
+    k_per_class,
     load_dialogues,
     load_intent_data,
     parse_task,
@@ -91,6 +92,10 @@ class Runner:
             raise TaskError("no task: pass --task intent:PATH, oos:PATH, response:PATH or ppl:PATH")
         self.result = EvaluationResult(config)
         self._reps: list[Representation] | None = None
+        # Fully fine-tuned classifiers by (representation, data path): the intent and the oos task
+        # of one data set share the training run (same in-scope train split, same validation).
+        self._finetuned: dict[tuple[str, str], Any] = {}
+        self._random_folders: dict[str, Path] = {}
 
     # ---- representations -------------------------------------------------------------------
     def representations(self) -> list[Representation]:
@@ -209,41 +214,90 @@ class Runner:
                     t0 = time.perf_counter()
                     metrics = intent_mod.kshot_eval(Xtr, ytr, Xte, yte, n, k, seeds, s.C, s.max_iter)
                     self._add(rep, spec, f"kshot-{k}", {**metrics, **extra}, time.perf_counter() - t0)
-            if "finetune" in s.modes and isinstance(rep, EncoderRepresentation):
-                self._finetune(rep, spec, data)
+            if isinstance(rep, EncoderRepresentation):
+                if "finetune" in s.modes:
+                    self._finetune(rep, spec, data)
+                for mode, method in (("setfit", "setfit"), ("finetune_kshot", "full")):
+                    if mode in s.modes:
+                        self._few_shot(rep, spec, data, mode, method)
 
-    def _finetune(self, rep: EncoderRepresentation, spec: TaskSpec, data: IntentData) -> None:
-        """Full fine-tuning through convssl.downstream (the same code as `convssl finetune`)."""
-        try:
-            from convssl.downstream.config import FinetuneConfig
-            from convssl.downstream.finetune import finetune_intent
-        except ImportError as exc:  # pragma: no cover - the package ships it
-            raise TaskError(f"intent mode 'finetune' needs convssl.downstream.finetune: {exc}") from exc
+    # ---- trained modes (through convssl.downstream, the code of `convssl finetune`) ---------
+    def _finetune_config(self, **fields: Any) -> Any:
         from convssl.config import from_dict
+        from convssl.downstream.config import FinetuneConfig
 
         c = self.config
-        ft_config = from_dict(FinetuneConfig, {"seed": c.seed, "pooling": c.pooling, **c.intent.finetune},
-                              where="intent.finetune")
-        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{rep.name}-{spec.name}")
-        out_dir = self.out_dir / "finetuned" / safe
-        t0 = time.perf_counter()
-        model_path: Path | str | None = rep.path
-        if rep.kind == "random-init":
-            model_path = save_random_init(rep, self.out_dir / "finetuned" / f"{safe}-init")
-        val = data.val or None
-        classifier = finetune_intent(model_path, data.train, val, ft_config, out_dir)
-        logits, _ = classifier.logits_and_scores([e.text for e in data.test])
+        values = {"seed": c.seed, "pooling": c.pooling, "oos_label": c.oos.oos_label, **c.intent.finetune, **fields}
+        return from_dict(FinetuneConfig, values, where="intent.finetune")
+
+    def _model_folder(self, rep: EncoderRepresentation) -> Path | str | None:
+        """The folder to train from; a random-init baseline is saved once (its seeded weights)."""
+        if rep.kind != "random-init":
+            return rep.path
+        if rep.name not in self._random_folders:
+            self._random_folders[rep.name] = save_random_init(rep, self.out_dir / "finetuned" / _safe(f"{rep.name}-init"))
+        return self._random_folders[rep.name]
+
+    def _finetuned_classifier(self, rep: EncoderRepresentation, spec: TaskSpec) -> tuple[Any, float]:
+        """Fine-tune on the in-scope train split, early-stop and calibrate the OOS threshold on the
+        validation split (with its out-of-scope examples, when it has some); cached per data set."""
+        from convssl.downstream.finetune import finetune_intent
+
+        key = (rep.name, spec.path)
+        if key not in self._finetuned:
+            c = self.config
+            data = load_intent_data(spec)
+            train = stratified_subsample(data.train, c.max_train, c.seed)
+            val = stratified_subsample(data.val, c.max_test, c.seed + 2) if c.max_test is not None else data.val
+            t0 = time.perf_counter()
+            out_dir = self.out_dir / "finetuned" / _safe(f"{rep.name}-{_data_name(spec.path)}")
+            classifier = finetune_intent(self._model_folder(rep), train, val or None, self._finetune_config(), out_dir)
+            self._finetuned[key] = (classifier, time.perf_counter() - t0, out_dir)
+        classifier, seconds, _ = self._finetuned[key]
+        return classifier, seconds
+
+    def _closed_set(self, classifier: Any, examples: list[IntentExample], vocab: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(gold ids, predicted ids, softmax probabilities) over the in-scope labels, no rejection."""
         from convssl.downstream.intent_classifier import softmax
 
+        logits, _ = classifier.logits_and_scores([e.text for e in examples])
         probs = softmax(logits)
-        pred_labels = [classifier.labels[i] for i in probs.argmax(axis=1)]
-        vocab = data.labels
-        yte = intent_mod.encode_labels([e.label for e in data.test], vocab)
-        pred = intent_mod.encode_labels(pred_labels, vocab)
+        pred = intent_mod.encode_labels([classifier.labels[i] for i in probs.argmax(axis=1)], vocab)
+        return intent_mod.encode_labels([e.label for e in examples], vocab), pred, probs
+
+    def _finetune(self, rep: EncoderRepresentation, spec: TaskSpec, data: IntentData) -> None:
+        """Full fine-tuning on the whole train split."""
+        classifier, seconds = self._finetuned_classifier(rep, spec)
+        t0 = time.perf_counter()
+        yte, pred, probs = self._closed_set(classifier, data.test, data.labels)
         metrics: dict[str, Any] = intent_mod.classification_metrics(yte, pred)
-        rel = intent_mod.reliability(probs.max(axis=1), pred == yte, c.oos.ece_bins)
-        metrics.update(ece=rel["ece"], classifier=str(out_dir), epochs=ft_config.epochs)
-        self._add(rep, spec, "finetune", metrics, time.perf_counter() - t0)
+        rel = intent_mod.reliability(probs.max(axis=1), pred == yte, self.config.oos.ece_bins)
+        _, _, out_dir = self._finetuned[(rep.name, spec.path)]
+        metrics.update(ece=rel["ece"], classifier=str(out_dir), epochs_run=len(classifier_history(out_dir)))
+        self._add(rep, spec, "finetune", metrics, seconds + time.perf_counter() - t0)
+
+    def _few_shot(self, rep: EncoderRepresentation, spec: TaskSpec, data: IntentData, mode: str, method: str) -> None:
+        """k examples per class (the frozen k-shot probes' draws), one training run per seed, scored
+        on the full test set; no validation split (k-shot has none): fixed epochs, no threshold."""
+        import tempfile
+
+        from convssl.downstream.finetune import finetune_intent
+
+        c = self.config
+        seeds = [c.seed + i for i in range(c.intent.seeds)]
+        y_train = intent_mod.encode_labels([e.label for e in data.train], data.labels).tolist()
+        for k in c.intent.few_shot:
+            t0 = time.perf_counter()
+            runs = []
+            for seed in seeds:
+                train = [data.train[i] for i in k_per_class(y_train, k, seed)]
+                config = self._finetune_config(method=method, seed=seed, val_fraction=0.0, k_shot=0)
+                with tempfile.TemporaryDirectory(prefix="convssl-fewshot-") as tmp:
+                    classifier = finetune_intent(self._model_folder(rep), train, None, config, tmp)
+                    yte, pred, _ = self._closed_set(classifier, data.test, data.labels)
+                runs.append(intent_mod.classification_metrics(yte, pred))
+            self._add(rep, spec, f"{mode}-{k}", {"k": k, "seeds": seeds, **intent_mod.mean_std(runs), "method": method},
+                      time.perf_counter() - t0)
 
     # ---- out-of-scope ----------------------------------------------------------------------
     def run_oos(self, spec: TaskSpec) -> None:
@@ -264,6 +318,30 @@ class Runner:
         oos_index = labels.index(oos) if oos in labels else -1
         for rep in self.representations():
             self._oos_one(rep, spec, train, val, data.test, labels, oos_index)
+            if "finetune" in c.intent.modes and isinstance(rep, EncoderRepresentation):
+                self._oos_finetuned(rep, spec, data.test)
+
+    def _oos_finetuned(self, rep: EncoderRepresentation, spec: TaskSpec, test: list[IntentExample]) -> None:
+        """The fine-tuned classifier with the threshold it calibrated on validation data: what
+        `convssl finetune` ships and `convssl serve` applies."""
+        classifier, seconds = self._finetuned_classifier(rep, spec)
+        t0 = time.perf_counter()
+        oos = self.config.oos.oos_label
+        is_oos = np.array([e.label == oos for e in test])
+        logits, scores = classifier.logits_and_scores([e.text for e in test])
+        predicted = np.array(classifier.labels, dtype=object)[logits.argmax(axis=1)]
+        correct = (predicted == np.array([e.label for e in test], dtype=object)) & ~is_oos
+        threshold = classifier.threshold if classifier.threshold is not None else float("-inf")
+        metrics = oos_mod.oos_metrics(np.asarray(scores, dtype=np.float64), is_oos, correct, threshold)
+        from convssl.downstream.intent_classifier import softmax
+
+        confidence = softmax(logits).max(axis=1)
+        bins = self.config.oos.ece_bins
+        metrics.update(ece=intent_mod.reliability(confidence[~is_oos], correct[~is_oos], bins)["ece"],
+                       ece_with_oos=intent_mod.reliability(confidence, correct, bins)["ece"])
+        metrics.update(closed_set_accuracy=float(correct[~is_oos].mean()), calibrated_on="validation",
+                       score=classifier.meta.score, rule=self._finetune_config().calibration)
+        self._add(rep, spec, f"oos-finetune-{classifier.meta.score}", metrics, seconds + time.perf_counter() - t0)
 
     def _oos_one(self, rep: Representation, spec: TaskSpec, train: list[IntentExample], val: list[IntentExample],
                  test: list[IntentExample], labels: list[str], oos_index: int) -> None:
@@ -360,6 +438,26 @@ class Runner:
                 continue
             metrics = perplexity(model, tokenizer, dialogues, c.perplexity.max_length, c.perplexity.batch_size)
             self._add(rep, spec, "perplexity", metrics, time.perf_counter() - t0)
+
+
+def _data_name(path: str) -> str:
+    """`banking77` for a folder, `clinc150-data_full` for a file (its folder names the set)."""
+    p = Path(path)
+    return p.name if p.is_dir() else f"{p.parent.name}-{p.stem}"
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+def classifier_history(folder: Path) -> list[dict[str, Any]]:
+    """The per-epoch history `convssl finetune` writes to training.json (empty for SetFit)."""
+    import json
+
+    path = Path(folder) / "training.json"
+    if not path.exists():
+        return []
+    return list(json.loads(path.read_text(encoding="utf-8")).get("history") or [])
 
 
 def evaluate(config: EvaluateConfig, out_dir: str | Path | None = None) -> EvaluationResult:

@@ -67,6 +67,33 @@ def test_finetune_mode_uses_the_downstream_trainer(tiny_bert, banking_slice, tmp
     assert (Path(ft["metrics"]["classifier"]) / "config.json").exists()
 
 
+def test_trained_few_shot_modes_and_finetuned_oos_rows(tiny_bert, banking_slice, clinc_slice, tmp_path):
+    """SetFit and plain fine-tuning at k-shot (one run per seed), and the fine-tuned classifier's
+    own calibrated threshold on the OOS task, trained once and shared with the intent task."""
+    out = tmp_path / "trained"
+    rc = main(["evaluate", "--model", str(tiny_bert), "--task", f"intent:{banking_slice}",
+               "--task", f"intent:{clinc_slice}", "--task", f"oos:{clinc_slice}",
+               "--modes", "kshot,setfit,finetune_kshot,finetune", "--no-tfidf", "--no-plots", "--seeds", "2",
+               "--out", str(out), "intent.few_shot=[2]", "intent.kshot=[2]", "intent.finetune.epochs=1",
+               "intent.finetune.setfit.iterations=1", "intent.finetune.bf16=false"])
+    assert rc == 0
+    rows = json.loads((out / "report.json").read_text(encoding="utf-8"))["rows"]
+    for model in ("tiny-bert", "random-init(tiny-bert)"):
+        mine = {(r["task"], r["mode"]): r for r in rows if r["model"] == model}
+        for mode in ("setfit-2", "finetune_kshot-2"):
+            row = mine[("intent:banking77", mode)]
+            assert len(row["metrics"]["runs"]) == 2 and row["metrics"]["seeds"] == [0, 1]
+            assert 0.0 <= row["metrics"]["accuracy"] <= 1.0
+        oos = mine[("oos:clinc150", "oos-finetune-max_softmax")]["metrics"]
+        assert oos["calibrated_on"] == "validation" and 0.0 <= oos["oos_recall"] <= 1.0
+        assert oos["threshold"] > float("-inf")
+        # the intent task on the same file reuses the classifier the oos task scores
+        assert mine[("intent:clinc150", "finetune")]["metrics"]["classifier"].endswith("-clinc150-data_full")
+    finetuned = sorted(p.name for p in (out / "finetuned").iterdir())
+    assert finetuned == ["random-init_tiny-bert_-banking77", "random-init_tiny-bert_-clinc150-data_full",
+                         "random-init_tiny-bert_-init", "tiny-bert-banking77", "tiny-bert-clinc150-data_full"]
+
+
 def test_bad_inputs_fail_with_one_clear_line(tiny_bert, banking_slice, tmp_path, capsys):
     assert main(["evaluate", "--model", str(tmp_path / "nope"), "--task", f"intent:{banking_slice}",
                  "--out", str(tmp_path / "a")]) == 2
