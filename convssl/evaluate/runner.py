@@ -240,7 +240,8 @@ class Runner:
 
     def _finetuned_classifier(self, rep: EncoderRepresentation, spec: TaskSpec) -> tuple[Any, float]:
         """Fine-tune on the in-scope train split, early-stop and calibrate the OOS threshold on the
-        validation split (with its out-of-scope examples, when it has some); cached per data set."""
+        validation split (with its out-of-scope examples, when it has some); cached per data set.
+        The training seconds are returned to the first caller only, so no time is counted twice."""
         from convssl.downstream.finetune import finetune_intent
 
         key = (rep.name, spec.path)
@@ -252,9 +253,9 @@ class Runner:
             t0 = time.perf_counter()
             out_dir = self.out_dir / "finetuned" / _safe(f"{rep.name}-{_data_name(spec.path)}")
             classifier = finetune_intent(self._model_folder(rep), train, val or None, self._finetune_config(), out_dir)
-            self._finetuned[key] = (classifier, time.perf_counter() - t0, out_dir)
-        classifier, seconds, _ = self._finetuned[key]
-        return classifier, seconds
+            self._finetuned[key] = (classifier, out_dir)
+            return classifier, time.perf_counter() - t0
+        return self._finetuned[key][0], 0.0
 
     def _closed_set(self, classifier: Any, examples: list[IntentExample], vocab: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(gold ids, predicted ids, softmax probabilities) over the in-scope labels, no rejection."""
@@ -272,7 +273,7 @@ class Runner:
         yte, pred, probs = self._closed_set(classifier, data.test, data.labels)
         metrics: dict[str, Any] = intent_mod.classification_metrics(yte, pred)
         rel = intent_mod.reliability(probs.max(axis=1), pred == yte, self.config.oos.ece_bins)
-        _, _, out_dir = self._finetuned[(rep.name, spec.path)]
+        out_dir = self._finetuned[(rep.name, spec.path)][1]
         metrics.update(ece=rel["ece"], classifier=str(out_dir), epochs_run=len(classifier_history(out_dir)))
         self._add(rep, spec, "finetune", metrics, seconds + time.perf_counter() - t0)
 
