@@ -52,7 +52,7 @@ class FinetuneRunConfig(FinetuneConfig):
         checks = [
             (self.epochs > 0, f"epochs: must be positive, got {self.epochs}"),
             (self.batch_size > 0, f"batch_size: must be positive, got {self.batch_size}"),
-            (self.lr > 0 and self.head_lr > 0, f"lr/head_lr: must be positive, got {self.lr}/{self.head_lr}"),
+            (self.lr > 0 and (self.head_lr is None or self.head_lr > 0), f"lr/head_lr: must be positive, got {self.lr}/{self.head_lr}"),
             (0.0 <= self.label_smoothing < 1.0, f"label_smoothing: must be in [0, 1), got {self.label_smoothing}"),
             (0.0 <= self.val_fraction < 1.0, f"val_fraction: must be in [0, 1), got {self.val_fraction}"),
             (0.0 < self.keep_fraction <= 1.0, f"keep_fraction: must be in (0, 1], got {self.keep_fraction}"),

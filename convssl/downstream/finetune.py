@@ -14,7 +14,7 @@ import math
 import random
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from convssl.downstream.intent_classifier import (
     IntentMeta,
     fit_mahalanobis,
 )
-from convssl.models.encoder import resolve_model_path
+from convssl.models.encoder import Encoder, pool, resolve_model_path
 
 LOG = logging.getLogger("convssl.finetune")
 
@@ -238,14 +238,38 @@ def finetune_intent(
         from convssl.downstream.setfit import train_setfit
 
         return train_setfit(model_path, train, val, config, out_dir)
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     started = time.time()
     set_seed(config.seed)
     set_threads(config.threads)
     folder = resolve_model_path(model_path)
     in_train, val_list, _ = prepare_splits(train, val, config)
     labels = intent_labels(in_train, config.oos_label)
+    if config.head == "pooled":
+        classifier, history = _pooled_classifier(folder, in_train, val_list, labels, config)
+    else:
+        classifier, history = _sequence_classifier(folder, in_train, val_list, labels, config)
+    if config.oos_score == "mahalanobis":
+        classifier.oos_stats = _mahalanobis_stats(classifier, in_train, {label: i for i, label in enumerate(labels)})
+    calibration = calibrate(classifier, val_list, config)
+    val_metrics = evaluate_intents(classifier, val_list) if val_list else {}
+    info = {"method": "full", "head": config.head, "base_model": str(folder), "train_examples": len(in_train),
+            "val_examples": len(val_list), "history": history, "val": val_metrics,
+            "calibration": calibration.to_dict() if calibration else None,
+            "seconds": round(time.time() - started, 1)}
+    save_classifier(classifier, out_dir, config, info, in_train)
+    return classifier
+
+
+def _meta(kind: str, labels: list[str], config: FinetuneConfig) -> IntentMeta:
+    return IntentMeta(kind=kind, oos_label=config.oos_label, score=config.oos_score,
+                      max_length=config.max_length, pooling=config.pooling, labels=labels)
+
+
+def _sequence_classifier(folder: Path, train: Sequence[IntentExample], val: Sequence[IntentExample],
+                         labels: list[str], config: FinetuneConfig) -> tuple[IntentClassifier, list[dict]]:
+    """The Hugging Face recipe: `AutoModelForSequenceClassification` (pooler + random head)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
     label_index = {label: i for i, label in enumerate(labels)}
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     model = AutoModelForSequenceClassification.from_pretrained(
@@ -254,20 +278,55 @@ def finetune_intent(
     )
     if model.config.pad_token_id is None and tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    meta = IntentMeta(kind="sequence_classification", oos_label=config.oos_label, score=config.oos_score,
-                      max_length=config.max_length, pooling=config.pooling, labels=labels)
-    history = _train_loop(model, tokenizer, in_train, val_list, labels, config, meta)
-    classifier = IntentClassifier(model, tokenizer, meta)
-    if config.oos_score == "mahalanobis":
-        classifier.oos_stats = _mahalanobis_stats(classifier, in_train, label_index)
-    calibration = calibrate(classifier, val_list, config)
-    val_metrics = evaluate_intents(classifier, val_list) if val_list else {}
-    info = {"method": "full", "base_model": str(folder), "train_examples": len(in_train),
-            "val_examples": len(val_list), "history": history, "val": val_metrics,
-            "calibration": calibration.to_dict() if calibration else None,
-            "seconds": round(time.time() - started, 1)}
-    save_classifier(classifier, out_dir, config, info, in_train)
-    return classifier
+    meta = _meta("sequence_classification", labels, config)
+
+    def logits(input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return model(input_ids=input_ids, attention_mask=mask).logits
+
+    history = _train_loop(model, tokenizer, train, val, labels, config, logits,
+                          lambda: IntentClassifier(model, tokenizer, copy.deepcopy(meta)))
+    return IntentClassifier(model, tokenizer, meta), history
+
+
+class PooledClassifier(torch.nn.Module):
+    """Linear head on the L2-normalised pooled embedding: the shape a probe and SetFit share."""
+
+    def __init__(self, encoder: torch.nn.Module, weight: torch.Tensor, bias: torch.Tensor, pooling: str) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = torch.nn.Linear(weight.shape[1], weight.shape[0])
+        with torch.no_grad():
+            self.head.weight.copy_(weight)
+            self.head.bias.copy_(bias)
+        self.pooling = pooling
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        emb = torch.nn.functional.normalize(pool(hidden.float(), attention_mask, self.pooling), dim=-1)
+        return self.head(emb)
+
+    def head_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.head.weight.detach().clone(), self.head.bias.detach().clone()
+
+
+def _pooled_classifier(folder: Path, train: Sequence[IntentExample], val: Sequence[IntentExample],
+                       labels: list[str], config: FinetuneConfig) -> tuple[IntentClassifier, list[dict]]:
+    """LP-FT: a probe of the frozen encoder starts the head, then the whole network is tuned."""
+    from convssl.downstream.setfit import fit_head
+
+    label_index = {label: i for i, label in enumerate(labels)}
+    encoder = Encoder.load(folder, pooling=config.pooling, max_length=config.max_length)
+    texts = [e.text for e in train]
+    label_ids = np.array([label_index[e.label] for e in train])
+    weight, bias = fit_head(encoder.embed(texts, normalize=True), label_ids, len(labels), config.probe_c, config.seed)
+    net = PooledClassifier(encoder.model, weight, bias, config.pooling)
+    meta = _meta("pooled", labels, config)
+
+    def current() -> IntentClassifier:
+        return IntentClassifier(net.encoder, encoder.tokenizer, copy.deepcopy(meta), head=net.head_tensors())
+
+    history = _train_loop(net, encoder.tokenizer, train, val, labels, config, net, current)
+    return current(), history
 
 
 def _mahalanobis_stats(classifier: IntentClassifier, train: Sequence[IntentExample],
@@ -283,15 +342,18 @@ def _mahalanobis_stats(classifier: IntentClassifier, train: Sequence[IntentExamp
 
 def _train_loop(model: torch.nn.Module, tokenizer: Any, train: Sequence[IntentExample],
                 val: Sequence[IntentExample], labels: list[str], config: FinetuneConfig,
-                meta: IntentMeta) -> list[dict[str, Any]]:
-    """AdamW, linear warm-up/decay, bf16 autocast, early stopping on validation accuracy."""
+                logits_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                classifier_fn: Callable[[], IntentClassifier]) -> list[dict[str, Any]]:
+    """AdamW, linear warm-up/decay, bf16 autocast, early stopping on validation accuracy; the
+    best epoch's weights are restored at the end."""
     label_index = {label: i for i, label in enumerate(labels)}
     ids = tokenize_all(tokenizer, [e.text for e in train], config.max_length)
     targets = np.array([label_index[e.label] for e in train])
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     steps_per_epoch = math.ceil(len(ids) / config.batch_size)
     total = steps_per_epoch * config.epochs
-    optimizer = torch.optim.AdamW(param_groups(model, config.lr, config.head_lr, config.weight_decay))
+    head_lr = config.head_lr if config.head_lr is not None else 10 * config.lr
+    optimizer = torch.optim.AdamW(param_groups(model, config.lr, head_lr, config.weight_decay))
     scheduler = linear_schedule(optimizer, int(config.warmup_ratio * total), total)
     weights = class_weight_tensor(targets, len(labels)) if config.class_weights else None
     loss_fn = torch.nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing)
@@ -307,20 +369,20 @@ def _train_loop(model: torch.nn.Module, tokenizer: Any, train: Sequence[IntentEx
         for batch_idx in length_bucketed_batches(lengths, config.batch_size, rng):
             input_ids, mask = pad_batch([ids[i] for i in batch_idx], pad_id)
             with autocast(config.bf16):
-                logits = model(input_ids=input_ids, attention_mask=mask).logits
+                logits = logits_fn(input_ids, mask)
             loss = loss_fn(logits.float(), torch.from_numpy(targets[batch_idx]))
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{np.mean(losses[-20:]):.3f}")
         record: dict[str, Any] = {"epoch": epoch + 1, "loss": float(np.mean(losses))}
         if val_in:
             model.eval()
-            acc = evaluate_intents(IntentClassifier(model, tokenizer, copy.deepcopy(meta)), val_in)["accuracy"]
+            acc = evaluate_intents(classifier_fn(), val_in)["accuracy"]
             record["val_accuracy"] = acc
             if acc > best_acc:
                 best_acc, best_state, bad_epochs = acc, copy.deepcopy(model.state_dict()), 0

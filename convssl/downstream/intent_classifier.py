@@ -6,9 +6,9 @@ fully fine-tuned model can be swapped behind the same API:
 
 * ``"kind": "sequence_classification"`` (default): a Hugging Face folder that
   ``AutoModelForSequenceClassification.from_pretrained`` opens; labels from ``config.id2label``.
-* ``"kind": "setfit"``: a sentence-encoder folder (``AutoModel``) plus ``head.safetensors``
-  (``weight`` [C, D], ``bias`` [C]) applied to pooled, L2-normalised embeddings; labels in
-  ``convssl_intent.json``.
+* ``"kind": "pooled"`` (full fine-tuning, LP-FT) or ``"setfit"`` (few-shot): a sentence-encoder
+  folder (``AutoModel``) plus ``head.safetensors`` (``weight`` [C, D], ``bias`` [C]) applied to
+  pooled, L2-normalised embeddings; labels in ``convssl_intent.json``.
 
 Both carry ``convssl_intent.json`` with the out-of-scope rule: a score per text where higher means
 "more in scope" and a threshold; a text whose score is below the threshold is out of scope.
@@ -32,7 +32,8 @@ META_FILE = "convssl_intent.json"
 HEAD_FILE = "head.safetensors"
 OOS_STATS_FILE = "oos_stats.safetensors"
 SCORES = ("max_softmax", "energy", "mahalanobis")
-KINDS = ("sequence_classification", "setfit")
+KINDS = ("sequence_classification", "pooled", "setfit")
+POOLED_KINDS = ("pooled", "setfit")  # encoder + linear head on the normalised pooled embedding
 
 
 @dataclass
@@ -102,8 +103,8 @@ class IntentClassifier:
         if meta.kind == "sequence_classification" and not meta.labels:
             id2label = model.config.id2label
             meta.labels = [str(id2label[i]) for i in range(len(id2label))]
-        if meta.kind == "setfit" and head is None:
-            raise ValueError("a setfit classifier needs its linear head (weight, bias)")
+        if meta.kind in POOLED_KINDS and head is None:
+            raise ValueError(f"a {meta.kind} classifier needs its linear head (weight, bias)")
         if meta.score == "mahalanobis" and oos_stats is None:
             raise ValueError(f"score 'mahalanobis' needs {OOS_STATS_FILE} (class means and precision)")
 
@@ -140,7 +141,7 @@ class IntentClassifier:
             raise ValueError(f"{meta_path}: not a valid intent classifier description: {exc}") from exc
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         head = None
-        if meta.kind == "setfit":
+        if meta.kind in POOLED_KINDS:
             model = AutoModel.from_pretrained(str(folder), local_files_only=True)
             tensors = load_file(str(folder / HEAD_FILE))
             head = (tensors["weight"].float(), tensors["bias"].float())
@@ -186,7 +187,7 @@ class IntentClassifier:
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         if "token_type_ids" in batch:
             inputs["token_type_ids"] = batch["token_type_ids"]
-        if self.meta.kind == "setfit":
+        if self.meta.kind in POOLED_KINDS:
             hidden = self.model(**inputs).last_hidden_state
             emb = pool(hidden, batch["attention_mask"], self.meta.pooling).float()
             emb = torch.nn.functional.normalize(emb, dim=-1)

@@ -98,7 +98,7 @@ def contrastive_tune(model: torch.nn.Module, tokenizer, texts: Sequence[str], la
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
     bar.close()

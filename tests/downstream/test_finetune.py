@@ -1,0 +1,66 @@
+"""Full fine-tuning: the LP-FT pooled head starts from the frozen probe and ships as one folder."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from convssl.downstream.config import FinetuneConfig
+from convssl.downstream.finetune import finetune_intent
+from convssl.downstream.intent_classifier import IntentClassifier
+from convssl.downstream.setfit import fit_head
+from convssl.evaluate.tasks import load_intent_data, parse_task
+from convssl.models.encoder import Encoder
+from tests.evaluate.slices import banking_slice, tiny_bert  # noqa: F401  (session fixtures)
+
+FAST = dict(bf16=False, threads=1, batch_size=16, warmup_ratio=0.0, val_fraction=0.0, max_length=32)
+
+
+@pytest.fixture(scope="module")
+def banking(banking_slice):  # noqa: F811
+    data = load_intent_data(parse_task(f"intent:{banking_slice}"))
+    return data.train, data.test
+
+
+def accuracy(classifier: IntentClassifier, examples) -> float:
+    return float(np.mean([p.intent == e.label for p, e in zip(classifier.predict([e.text for e in examples]), examples)]))
+
+
+def test_pooled_head_starts_as_the_frozen_probe(tiny_bert, banking, tmp_path):  # noqa: F811
+    """With nothing learned (lr 0), the fine-tuned classifier is the logistic-regression probe."""
+    train, test = banking
+    config = FinetuneConfig(epochs=1, lr=0.0, head_lr=0.0, **FAST)
+    classifier = finetune_intent(tiny_bert, train, None, config, tmp_path / "clf")
+    encoder = Encoder.load(tiny_bert, pooling="mean", max_length=32)
+    labels = sorted({e.label for e in train})
+    y = np.array([labels.index(e.label) for e in train])
+    weight, bias = fit_head(encoder.embed([e.text for e in train], normalize=True), y, len(labels), 10.0, 0)
+    probe_logits = encoder.embed([e.text for e in test], normalize=True) @ weight.numpy().T + bias.numpy()
+    logits, _ = classifier.logits_and_scores([e.text for e in test])
+    assert classifier.meta.kind == "pooled"
+    assert np.array_equal(logits.argmax(1), probe_logits.argmax(1))
+    assert np.allclose(logits, probe_logits, atol=1e-3)
+
+
+def test_pooled_fine_tuning_learns_and_reloads(tiny_bert, banking, tmp_path):  # noqa: F811
+    train, test = banking
+    config = FinetuneConfig(epochs=8, lr=2e-3, **FAST)
+    classifier = finetune_intent(tiny_bert, train, None, config, tmp_path / "clf")
+    trained_train_acc = accuracy(classifier, train)
+    start = finetune_intent(tiny_bert, train, None, FinetuneConfig(epochs=1, lr=0.0, head_lr=0.0, **FAST),
+                            tmp_path / "start")
+    assert trained_train_acc > accuracy(start, train)  # the encoder was tuned, not just the probe kept
+    reloaded = IntentClassifier.load(tmp_path / "clf")
+    assert reloaded.meta.kind == "pooled" and reloaded.labels == classifier.labels
+    texts = [e.text for e in test]
+    assert np.allclose(reloaded.logits_and_scores(texts)[0], classifier.logits_and_scores(texts)[0], atol=1e-4)
+    assert accuracy(reloaded, test) > 1.5 / len(classifier.labels)  # well above chance on held-out text
+
+
+def test_sequence_classification_head_is_still_available(tiny_bert, banking, tmp_path):  # noqa: F811
+    train, test = banking
+    config = FinetuneConfig(head="sequence_classification", epochs=2, lr=2e-3, **FAST)
+    finetune_intent(tiny_bert, train, None, config, tmp_path / "clf")
+    reloaded = IntentClassifier.load(tmp_path / "clf")
+    assert reloaded.meta.kind == "sequence_classification"
+    assert {p.intent for p in reloaded.predict([e.text for e in test])} <= set(reloaded.labels)
