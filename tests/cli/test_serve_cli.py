@@ -13,6 +13,7 @@ import httpx
 import yaml
 
 from convssl.cli import main
+from convssl.models.onnx_backend import onnxruntime_available
 from tests.serve import conftest as serve_fixtures
 
 # The serve tests' session fixtures (a small trained classifier, a responses file), shared here.
@@ -47,7 +48,8 @@ def test_serve_command_from_yaml_answers_chat_and_keeps_the_token_from_env(tmp_p
         "responder": {"bank_size": 200},
     }), encoding="utf-8")
     port = free_port()
-    env = {**os.environ, "CONVSSL_AGENT_TOKEN": "from-env", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "CONVSSL_AGENT_TOKEN": "from-env", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "CONVSSL_CACHE_DIR": str(tmp_path / "cache")}
     proc = subprocess.Popen([sys.executable, "-m", "convssl", "serve", "--config", str(config), "--port", str(port)],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -62,6 +64,12 @@ def test_serve_command_from_yaml_answers_chat_and_keeps_the_token_from_env(tmp_p
             assert proc.poll() is None, proc.stdout.read()
             assert time.time() < deadline, "server did not come up"
             time.sleep(0.3)
+        models = httpx.get(f"{url}/healthz").json()["models"]
+        if onnxruntime_available():  # the default backend: both models exported and checked
+            # (int8 for the encoder; the tiny 6-intent classifier's near-tied probabilities may
+            # fail the int8 agreement check and then run as fp32 ONNX)
+            assert models["encoder"] == "onnx-int8" and models["classifier"] in ("onnx-int8", "onnx-fp32"), models
+            assert list((tmp_path / "cache" / "onnx").glob("*/report.json")), "the ONNX files were not cached"
         out = httpx.post(f"{url}/v1/chat", json={"text": "how do I change my PIN?"}).json()
         assert out["intent"] == "change_pin" and "PIN" in out["reply"]
         assert httpx.get(f"{url}/v1/agent/queue", headers={"Authorization": "Bearer from-env"}).status_code == 200

@@ -66,13 +66,16 @@ _BRAINS: dict[tuple, object] = {}
 _LOCK = threading.Lock()
 
 
-def serve_config(db_path: Path, classifier: Path, minilm: Path, responses: Path, **overrides):
+def serve_config(db_path: Path, classifier: Path, minilm: Path, responses: Path, onnx_cache: Path | None = None,
+                 **overrides):
     from convssl.config import apply_overrides, from_dict, to_dict
     from convssl.serve.config import ServeConfig
 
     data = to_dict(ServeConfig(db_path=str(db_path), classifier_path=str(classifier), encoder_path=str(minilm),
                                responses_file=str(responses), agent_token=TOKEN))
     data["responder"]["bank_size"] = 400
+    if onnx_cache is not None:  # the tests' exports stay out of the user's ~/.cache
+        data["batching"]["onnx_cache_dir"] = str(onnx_cache)
     apply_overrides(data, [f"{k}={v}" for k, v in overrides.items()])
     return from_dict(ServeConfig, data)
 
@@ -81,7 +84,8 @@ def shared_brain(config):
     """One Brain per model set: loading MiniLM twice per server would dominate the test time."""
     from convssl.serve.bot import Brain
 
-    key = (config.classifier_path, config.encoder_path, config.responses_file, config.responder.bank_size)
+    key = (config.classifier_path, config.encoder_path, config.responses_file, config.responder.bank_size,
+           config.batching.backend)
     with _LOCK:
         if key not in _BRAINS:
             _BRAINS[key] = Brain.load(config)
@@ -102,8 +106,13 @@ def agent_headers() -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def make_config(tiny_classifier, minilm_path, responses_file):
+def onnx_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("onnx-cache")
+
+
+@pytest.fixture(scope="session")
+def make_config(tiny_classifier, minilm_path, responses_file, onnx_cache):
     def make(db_path, **overrides):
-        return serve_config(db_path, tiny_classifier, minilm_path, responses_file, **overrides)
+        return serve_config(db_path, tiny_classifier, minilm_path, responses_file, onnx_cache, **overrides)
 
     return make
