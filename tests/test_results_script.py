@@ -1,0 +1,31 @@
+"""scripts/results.py end to end on its --quick settings (slow: ~15 minutes on 2 cores)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_quick_results_sequence_writes_every_row_and_the_targets(tmp_path, shared_data):
+    out, doc = tmp_path / "results", tmp_path / "results.md"
+    subprocess.run([sys.executable, str(REPO / "scripts" / "results.py"), "--quick", "--out", str(out),
+                    "--doc", str(doc)], check=True, cwd=REPO, timeout=3600)
+    text = doc.read_text(encoding="utf-8")
+    for row in ("TF-IDF + logistic regression", "`mini`, randomly initialised (no SSL)",
+                "`mini` pretrained by convssl (chitchat + SGD)", "MiniLM (all-MiniLM-L6-v2) as shipped",
+                "MiniLM + convssl domain-adaptive SSL"):
+        assert text.count(f"| {row} |") == 2, row  # one row in each table
+    assert "## Targets" in text and "Quick run" in text
+    stages = json.loads((out / "stages.json").read_text(encoding="utf-8"))
+    assert set(stages) == {"data", "mini-ssl", "dapt-data", "dapt", "evaluate"}
+    # a second run finds every stage done and only re-renders
+    again = subprocess.run([sys.executable, str(REPO / "scripts" / "results.py"), "--quick", "--out", str(out),
+                            "--doc", str(doc)], check=True, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert again.stdout.count("done already") == 5
