@@ -129,9 +129,12 @@ def main() -> int:
                         f"max_steps={mini_steps}", f"warmup_steps={max(1, mini_steps // 20)}",
                         f"eval_every={max(10, mini_steps // 5)}", f"checkpoint_every={max(10, mini_steps // 5)}"))
     dapt_data = out / "data-dapt"
-    if "dapt-data" in wanted and not (dapt_data / "shards" / "manifest.json").exists():
-        utterances = write_unlabeled_utterances(out)
-        seq.run("dapt-data", dapt_data / "shards" / "manifest.json",
+    if "dapt-data" in wanted:
+        done = dapt_data / "shards" / "manifest.json"
+        utterances = out / "intent-utterances.jsonl"
+        if not done.exists():
+            write_unlabeled_utterances(out)
+        seq.run("dapt-data", done,
                 convssl("prepare", str(utterances), str(sgd), "--out", str(dapt_data), "--tokenizer", minilm,
                         "quality.min_turns=1", *quick_data))
     dapt = out / "minilm-dapt"
