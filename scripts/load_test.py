@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +153,37 @@ async def open_loop(host: str, port: int, rate: float, seconds: float, texts: Te
     return {"mode": "open", "rate": rate, "requests": n, "ok": ok, "errors": errors, **percentiles(lat)}
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU time (user + system) of a process: this one, or the server by pid (Linux /proc)."""
+    if pid is None:
+        usage = os.times()
+        return usage.user + usage.system
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def health(port: int) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
+        return json.loads(response.read())
+
+
+def measured(phase, server_pid: int, port: int) -> dict:
+    """Run a phase and add what it cost: CPU ms per request of server and client, the mean model
+    batch, and the load average before and after (on a shared machine req/s depends on the
+    neighbours; CPU per request much less so)."""
+    h0 = health(port)["batches"]
+    load0, srv0, cli0 = os.getloadavg()[0], cpu_seconds(server_pid), cpu_seconds()
+    res = asyncio.run(phase())
+    srv, cli = cpu_seconds(server_pid) - srv0, cpu_seconds() - cli0
+    h1 = health(port)["batches"]
+    n = max(res["requests"], 1)
+    batches = h1["batches"] - h0["batches"]
+    res.update(server_cpu_ms_per_req=round(1000 * srv / n, 3), client_cpu_ms_per_req=round(1000 * cli / n, 3),
+               mean_batch=round((h1["items"] - h0["items"]) / batches, 1) if batches else 0.0,
+               load_before=round(load0, 2), load_after=round(os.getloadavg()[0], 2))
+    return res
+
+
 def load_texts(shared: Path) -> list[str]:
     path = shared / "banking77" / "test.csv"
     with path.open(encoding="utf-8") as handle:
@@ -213,7 +245,7 @@ def main() -> int:
         print("warm-up:", warm, flush=True)
         for phase in (lambda: closed_loop("127.0.0.1", port, args.clients, seconds, texts),
                       lambda: open_loop("127.0.0.1", port, args.rate, seconds, texts)):
-            res = asyncio.run(phase())
+            res = measured(phase, proc.pid, port)
             print(json.dumps(res), flush=True)
             results.append(res)
         sent = warm["ok"] + sum(r["ok"] for r in results)

@@ -218,7 +218,7 @@ def _quantize(src: Path, dst: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # Fused ops (com.microsoft domain) have no ONNX shape inference: their outputs are float.
-    logging.disable(logging.INFO)  # the quantiser logs a line per node on the root logger
+    logging.disable(logging.WARNING)  # a line per node at INFO, generic advice at WARNING (root logger)
     try:
         quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8,
                          op_types_to_quantize=["MatMul", "Attention"],
@@ -242,13 +242,27 @@ def make_session(path: Path, threads: int = 1) -> Any:
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
+def _loadable(folder: Path, threads: int) -> bool:
+    """A cached folder whose files ONNX Runtime can open (not damaged since it was written)."""
+    try:
+        for name in ("fp32.onnx", "int8.onnx"):
+            make_session(folder / name, threads)
+        return True
+    except Exception as exc:  # InvalidProtobuf, NoSuchFile, ... (onnxruntime has no common base)
+        LOG.warning("cached ONNX files in %s cannot be loaded (%s); exporting again", folder, exc)
+        return False
+
+
 def _build(kind: str, folder: Path, graph: torch.nn.Module, output_names: list[str], config: Any,
-           options: OnnxOptions, key: str) -> Path:
-    """Export (+ fuse + quantise) into a fresh folder, then move it into the cache atomically."""
+           options: OnnxOptions, key: str) -> tuple[Path, bool]:
+    """Export (+ fuse + quantise) into a fresh folder, then move it into the cache atomically, so
+    that a crash or a concurrent start never leaves a half-written file under the final name."""
     root = Path(options.cache_dir) if options.cache_dir else default_cache_dir()
     final = root / f"{kind}-{key}"
     if (final / "fp32.onnx").exists():
-        return final
+        if _loadable(final, options.threads):
+            return final, True
+        shutil.rmtree(final, ignore_errors=True)
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{kind}-", dir=root))
     try:
@@ -266,7 +280,7 @@ def _build(kind: str, folder: Path, graph: torch.nn.Module, output_names: list[s
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return final
+    return final, False
 
 
 def _write_report(folder: Path, report: ExportReport) -> None:
@@ -446,8 +460,7 @@ def onnx_encoder(encoder: Encoder, folder: str | Path, options: OnnxOptions | No
     config = encoder.model.config
     key = cache_key(folder, "encoder", options, extra=f"pool={encoder.pooling}")
     started = time.perf_counter()
-    cached = (Path(options.cache_dir or default_cache_dir()) / f"encoder-{key}" / "fp32.onnx").exists()
-    built = _build("encoder", folder, _PooledEncoderGraph(encoder.model, encoder.pooling), ["embedding"], config,
+    built, cached = _build("encoder", folder, _PooledEncoderGraph(encoder.model, encoder.pooling), ["embedding"], config,
                    options, key)
     texts = probe_texts(probes)
     reference = encoder.embed(texts, batch_size=16)
@@ -551,8 +564,7 @@ def onnx_classifier(classifier: Any, folder: str | Path, options: OnnxOptions | 
         names = ["logits", "features"]
     key = cache_key(folder, "classifier", options, extra=f"{meta.kind}/{meta.pooling}")
     started = time.perf_counter()
-    cached = (Path(options.cache_dir or default_cache_dir()) / f"classifier-{key}" / "fp32.onnx").exists()
-    built = _build("classifier", folder, graph, names, model.config, options, key)
+    built, cached = _build("classifier", folder, graph, names, model.config, options, key)
     texts = probe_texts(probes, classifier.labels)
     report = ExportReport("classifier", str(folder), "torch", cached=cached, probes=len(texts))
     cls = _onnx_classifier_class()
