@@ -111,8 +111,13 @@ def main() -> int:
         human = det.scores(emb) >= serve.escalation.human_request_threshold
         replies = bank.best(emb)
         bank_ok = [s >= serve.responder.threshold for _, s in replies]
+        chosen = (emb @ bank.keys.T).argmax(axis=1)
         if ref is None:
-            ref = (emb, human, replies, bank_ok)
+            ref = (emb, human, replies, bank_ok, emb @ bank.keys.T)
+        ref_sims = ref[4]
+        answered = np.asarray(ref[3])
+        # how much worse, judged by the fp32 model, the entry this model picks is than fp32's pick
+        regret = ref_sims.max(axis=1) - ref_sims[np.arange(len(chosen)), chosen]
         row = {**{k: round(v, 4) for k, v in embedding_check(emb, ref[0]).items()},
                "person_flags_banking_test": int(human[: len(texts)].sum()),
                "person_flags_chitchat": int(human[len(texts): len(texts) + len(chat_turns)].sum()),
@@ -123,6 +128,7 @@ def main() -> int:
                "bank_answers": int(sum(bank_ok)),
                "bank_same_reply_where_fp32_answers": round(float(np.mean(
                    [a[0] == b[0] for a, b, ok in zip(replies, ref[2], ref[3]) if ok])), 4),
+               "bank_fp32_cosine_lost_where_fp32_answers": round(float(regret[answered].mean()), 4),
                "ms_per_text_batch64": round(secs * 1000 / len(queries), 3)}
         out[name] = row
         print("encoder", name, json.dumps(row), flush=True)

@@ -1,11 +1,12 @@
 """ONNX Runtime inference for frozen encoders and intent classifiers: the serving hot path.
 
-Why: a chat turn needs two small transformer passes over a short text. In PyTorch eager mode most of
-that time is per-operator overhead, not arithmetic (MiniLM on one utterance: 5.5 ms in torch fp32,
-1.8 ms in ONNX Runtime fp32, 0.65 ms in ONNX Runtime int8 on the 2-core development machine).
+Why: a chat turn needs two small transformer passes over a short text, and on a 2-core CPU server
+they are the whole cost of a turn. PyTorch eager mode spends much of it on per-operator overhead
+(MiniLM on one short utterance: 5.5 ms in torch fp32, 1.8 ms in ONNX Runtime fp32, 0.65 ms in ONNX
+Runtime int8); in batches ONNX Runtime int8 is compute-bound at ~50-60 us per MiniLM token.
 
-How: a model is exported once (`torch.onnx.export`), its BERT subgraphs are fused by ONNX Runtime's
-transformer optimizer (attention, LayerNorm, GELU) and its MatMul weights are quantised to int8 per
+How: a model is exported once (`torch.onnx.export`), some BERT subgraphs are fused by ONNX Runtime's
+transformer optimizer (embedding LayerNorm, GELU) and its MatMul weights are quantised to int8 per
 output channel (dynamic quantisation: activations are scaled per call, so no calibration data is
 needed). Quantisation changes the numbers, so every export is *checked* against the PyTorch model on
 probe texts: the int8 file is only used when its embeddings stay within `min_cosine` of torch (for
@@ -16,8 +17,8 @@ logged and written beside the files in ``report.json``.
 Files are cached under a cache folder (``$CONVSSL_CACHE_DIR/onnx`` or ``~/.cache/convssl/onnx``),
 keyed by a hash of the model folder's contents, the export settings and the library versions, so a
 restart loads in a fraction of a second and a changed model is never served from a stale file.
-Without the `onnxruntime` package (`pip install convssl[export]`) everything here reports
-"unavailable" and callers stay on PyTorch.
+Without the `onnx` and `onnxruntime` packages (in the `serve` and `export` extras) everything here
+reports "unavailable" and callers stay on PyTorch.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ import torch
 from convssl.models.encoder import Encoder, pool
 
 LOG = logging.getLogger("convssl.onnx")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # bump when the export recipe changes: old cache entries are then ignored
 OPSET = 17
 # Varied short texts for the export check when the caller has none of its own: questions, small
 # talk, a long sentence (truncation), punctuation-only and one-word inputs (padding edge cases).
@@ -72,10 +73,12 @@ def onnxruntime_available() -> bool:
 class OnnxOptions:
     """How to build and run the ONNX files.
 
-    `threads` is ONNX Runtime's intra-op thread count: 1 by default because on a 2-core server the
-    other core serves HTTP, and spinning worker threads (disabled here) fight every other process
-    for the cores. `min_cosine` is the mean cosine to the torch embedding the int8 file must keep
-    (measured for MiniLM: 0.987); `min_agreement` the classifier's top-1 agreement with torch.
+    `threads` is ONNX Runtime's intra-op thread count: 1 by default, because short chat turns give
+    small matrices that parallelise poorly inside one call; the server instead runs separate calls
+    side by side (`Job`, `run_jobs`). Spinning is disabled: idle threads must not fight every other
+    process for the cores. `min_cosine` is the mean cosine to the torch embedding that the int8 file
+    must keep (MiniLM: 0.993 measured); `min_agreement` the classifier's top-1 and in/out-of-scope
+    agreement with torch.
     """
 
     quantize: bool = True
@@ -164,8 +167,9 @@ def cache_key(folder: Path, kind: str, options: OnnxOptions, extra: str = "") ->
 
 @contextlib.contextmanager
 def _eager_attention(model: torch.nn.Module):
-    """Trace the plain matmul-softmax attention: its ONNX pattern is the one ONNX Runtime's optimizer
-    fuses into one Attention op (which int8 quantisation then covers); the SDPA path is not fused."""
+    """Trace the plain matmul-softmax attention: the standard BERT pattern that ONNX Runtime's tools
+    know, without the SDPA mask code's Python branches on shapes (which the tracer warns about).
+    Measured: same cosine and speed as the SDPA trace once quantised."""
     previous = getattr(model.config, "_attn_implementation", None)
     switch = hasattr(model, "set_attn_implementation") and previous not in (None, "eager")
     if switch:
@@ -194,18 +198,29 @@ def _export(graph: torch.nn.Module, out: Path, output_names: list[str], vocab_si
 
 
 def _optimize(src: Path, dst: Path, config: Any) -> bool:
-    """Fuse BERT subgraphs (attention, skip-LayerNorm, GELU); False (keep src) for other models."""
+    """Fuse BERT subgraphs (embedding + LayerNorm, bias + GELU); False (keep src) for other models.
+
+    Attention and skip-LayerNorm fusion stay off: with them the int8 MiniLM was ~30% slower per
+    token on the development machine (QAttention and SkipLayerNormalization kernels: 79 vs 54 us a
+    token at 32x24, same cosine), while the unfused MatMuls become DynamicQuantizeMatMul.
+    """
     if getattr(config, "model_type", "") not in {"bert", "roberta", "distilbert", "xlm-roberta", "electra"}:
         return False
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
     model_type = "bert" if config.model_type in {"roberta", "xlm-roberta", "electra"} else config.model_type
-    logging.disable(logging.INFO)  # the optimizer logs every fusion
+    fusion = FusionOptions(model_type)
+    fusion.enable_attention = False
+    fusion.enable_skip_layer_norm = False
+    fusion.enable_bias_skip_layer_norm = False
+    logging.disable(logging.WARNING)  # the optimizer logs every fusion
     try:
         with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             optimized = optimize_model(str(src), model_type=model_type, num_heads=int(config.num_attention_heads),
-                                       hidden_size=int(config.hidden_size), opt_level=1, only_onnxruntime=False)
+                                       hidden_size=int(config.hidden_size), opt_level=1, optimization_options=fusion,
+                                       only_onnxruntime=False)
             optimized.save_model_to_file(str(dst))
     finally:
         logging.disable(logging.NOTSET)
@@ -221,7 +236,7 @@ def _quantize(src: Path, dst: Path) -> None:
     logging.disable(logging.WARNING)  # a line per node at INFO, generic advice at WARNING (root logger)
     try:
         quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8,
-                         op_types_to_quantize=["MatMul", "Attention"],
+                         op_types_to_quantize=["MatMul"],
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     finally:
         logging.disable(logging.NOTSET)
@@ -452,7 +467,7 @@ def onnx_encoder(encoder: Encoder, folder: str | Path, options: OnnxOptions | No
     Raises `OnnxUnavailable` when onnxruntime is not installed.
     """
     if not onnxruntime_available():
-        raise OnnxUnavailable("onnxruntime is not installed (pip install 'convssl[export]')")
+        raise OnnxUnavailable("onnxruntime is not installed (pip install onnx onnxruntime, or 'convssl[serve]')")
     from convssl.models.encoder import resolve_model_path
 
     options = options or OnnxOptions()
@@ -551,7 +566,7 @@ def onnx_classifier(classifier: Any, folder: str | Path, options: OnnxOptions | 
     decision on the same share (int8), or near-identical probabilities (fp32).
     """
     if not onnxruntime_available():
-        raise OnnxUnavailable("onnxruntime is not installed (pip install 'convssl[export]')")
+        raise OnnxUnavailable("onnxruntime is not installed (pip install onnx onnxruntime, or 'convssl[serve]')")
     options = options or OnnxOptions()
     folder = Path(folder)
     meta = classifier.meta

@@ -264,10 +264,10 @@ def use_onnx(backend: str) -> bool:
     if onnxruntime_available():
         return True
     if backend == "onnx":
-        raise ValueError("batching.backend=onnx but onnxruntime is not installed: pip install 'convssl[export]' "
-                         "(or set batching.backend=auto to fall back to torch)")
+        raise ValueError("batching.backend=onnx but onnxruntime is not installed: pip install onnx onnxruntime "
+                         "(in convssl[serve]), or set batching.backend=auto to fall back to torch")
     LOG.warning("onnxruntime is not installed: serving with PyTorch, about 3x slower per turn "
-                "(pip install 'convssl[export]' for the ONNX Runtime path)")
+                "(pip install onnx onnxruntime, in convssl[serve], for the ONNX Runtime path)")
     return False
 
 
