@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hmac
 import logging
 import re
@@ -202,6 +203,11 @@ def create_app(config: ServeConfig, brain: Brain | None = None) -> FastAPI:
             LOG.warning("no agent token set: the agent API and console are disabled "
                         "(set agent_token or CONVSSL_AGENT_TOKEN)")
         state.batcher.start()
+        # The models, tokenizers and libraries are a few million long-lived Python objects; each
+        # full garbage collection walked them all (a 100-300 ms stall: the closed-loop p99).
+        # Frozen, they are never traversed again; only objects made while serving are.
+        gc.collect()
+        gc.freeze()
         holder["state"] = state
         app.state.serve = state
         try:
