@@ -1,8 +1,10 @@
 """Micro-batching: concurrent chat requests share one model forward pass.
 
-On a CPU a forward pass over 32 short texts costs little more than over one, so the worker takes
-everything that queued while the previous batch ran (waiting at most `max_wait_ms` for company
-when idle) and runs the model once in a dedicated thread, keeping the event loop free for I/O.
+Per text, a batched forward pass costs a fraction of a single one (one call's fixed cost, fuller
+matrices), so the worker takes everything that queued while the previous batch ran and runs the
+models once in a worker thread, keeping the event loop free for I/O. Under load batches form by
+themselves; `max_wait_ms` > 0 also waits that long for company when idle, which at low rates only
+adds latency (measured at 100 requests/s: p50 ~1 ms worse with 1 ms), hence 0 by default.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ Out = TypeVar("Out")
 
 
 class MicroBatcher(Generic[In, Out]):
-    def __init__(self, fn: Callable[[Sequence[In]], list[Out]], max_batch: int = 64, max_wait_ms: float = 1.0):
+    def __init__(self, fn: Callable[[Sequence[In]], list[Out]], max_batch: int = 64, max_wait_ms: float = 0.0):
         self.fn = fn
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000.0

@@ -48,7 +48,7 @@ class BatchingConfig:
     """
 
     max_batch: int = 64
-    max_wait_ms: float = 1.0
+    max_wait_ms: float = 0.0
     torch_threads: int = 1
     model_workers: int = 2
     bf16: bool = False
