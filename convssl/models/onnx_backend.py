@@ -508,7 +508,7 @@ def onnx_encoder(encoder: Encoder, folder: str | Path, options: OnnxOptions | No
 
 # ---------------------------------------------------------------------------------------------- classifier
 def _onnx_classifier_class() -> type:
-    from convssl.downstream.intent_classifier import IntentClassifier
+    from convssl.downstream.intent_classifier import POOLED_KINDS, IntentClassifier
 
     class OnnxIntentClassifier(IntentClassifier):
         """An `IntentClassifier` whose forward pass runs in ONNX Runtime; decisions (threshold,
@@ -526,7 +526,7 @@ def _onnx_classifier_class() -> type:
 
         def _run(self, feeds: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
             outputs = self.session.run(None, feeds)
-            if self.meta.kind == "setfit":
+            if self.meta.kind in POOLED_KINDS:
                 emb = torch.nn.functional.normalize(torch.from_numpy(outputs[0]).float(), dim=-1)
                 weight, bias = self.head
                 return emb @ weight.T + bias, emb
@@ -578,9 +578,11 @@ def onnx_classifier(classifier: Any, folder: str | Path, options: OnnxOptions | 
         raise OnnxUnavailable("onnxruntime is not installed (pip install onnx onnxruntime, or 'convssl[serve]')")
     options = options or OnnxOptions()
     folder = Path(folder)
+    from convssl.downstream.intent_classifier import POOLED_KINDS
+
     meta = classifier.meta
     model = classifier.model
-    if meta.kind == "setfit":
+    if meta.kind in POOLED_KINDS:
         graph: torch.nn.Module = _PooledEncoderGraph(model, meta.pooling)
         names = ["embedding"]
     else:

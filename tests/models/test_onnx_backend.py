@@ -203,6 +203,26 @@ def test_onnx_classifier_decides_like_torch(tmp_path, tokenizer, score):
     assert int8.report.probes >= len(DEFAULT_PROBES) + len(ref.labels)
 
 
+def test_onnx_serves_the_pooled_head_of_full_fine_tuning(tmp_path, tokenizer, encoder_folder):
+    """`convssl finetune`'s default classifier (LP-FT: head on the normalised pooled embedding)."""
+    import torch
+
+    from convssl.downstream.intent_classifier import IntentClassifier, IntentMeta
+    from convssl.models.encoder import Encoder
+
+    labels = ["card_arrival", "change_pin", "lost_card"]
+    torch.manual_seed(3)
+    head = (torch.randn(len(labels), 64) * 5, torch.randn(len(labels)))
+    encoder = Encoder.load(encoder_folder)
+    folder = tmp_path / "pooled"
+    IntentClassifier(encoder.model, tokenizer, IntentMeta(kind="pooled", labels=labels, max_length=32),
+                     head=head).save(folder)
+    ref = IntentClassifier.load(folder)
+    fp32 = onnx_classifier(IntentClassifier.load(folder), folder, OnnxOptions(quantize=False, cache_dir=str(tmp_path)))
+    np.testing.assert_allclose(fp32.logits_and_scores(TEXTS)[0], ref.logits_and_scores(TEXTS)[0], atol=2e-3)
+    assert [p.intent for p in fp32.predict(TEXTS)] == [p.intent for p in ref.predict(TEXTS)]
+
+
 # ---------------------------------------------------------------------------------------------- no onnxruntime
 def test_without_onnxruntime_auto_serves_torch_and_onnx_says_how_to_install():
     code = (
