@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 # Tests run on a small shared machine: one thread avoids OpenMP spinning between test processes,
@@ -12,6 +13,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Model exports (ONNX) of a test session, servers started by tests included, stay out of ~/.cache.
+os.environ.setdefault("CONVSSL_CACHE_DIR", tempfile.mkdtemp(prefix="convssl-test-cache-"))
 
 import pytest  # noqa: E402
 

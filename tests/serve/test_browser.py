@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,8 @@ import pytest
 from tests.serve.conftest import TOKEN, start_server
 
 CHROMIUM = "/usr/bin/chromium"
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# Screenshots go to a temporary folder; CONVSSL_SCREENSHOTS=docs/screenshots refreshes the docs' pictures.
+SCREENSHOTS = Path(os.environ.get("CONVSSL_SCREENSHOTS") or tempfile.mkdtemp(prefix="convssl-screenshots-"))
 
 pytestmark = [
     pytest.mark.browser,
