@@ -13,7 +13,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import pytest
 
 from convssl.cli import main
 from convssl.downstream.intent_classifier import IntentClassifier
+from tests._server import free_port, wait_until_healthy
 from tests.cli.test_finetune_cli import INTENTS, write_banking_slice
 
 REPO = Path(__file__).resolve().parents[2]
@@ -123,15 +123,9 @@ def test_rerun_skips_everything_and_force_redoes_it(built, tmp_path):
     assert IntentClassifier.load(copy / "banking77_intent").labels == sorted(INTENTS)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_demo_serves_the_bot_with_the_default_agent_token(built):
     out, banking = built["out"], built["banking"]
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "CONVSSL_AGENT_TOKEN"}
     env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     proc = subprocess.Popen(
@@ -141,16 +135,7 @@ def test_demo_serves_the_bot_with_the_default_agent_token(built):
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.time() < deadline, "the demo bot did not start within 90 s"
-            time.sleep(0.5)
+        wait_until_healthy(url, proc, 90, "the demo bot")
         reply = httpx.post(f"{url}/v1/chat", json={"text": "my card has still not arrived"}, timeout=30).json()
         assert reply["reply"] and reply["intent"] in set(INTENTS) | {"oos"}
         assert httpx.get(f"{url}/v1/agent/queue", headers={"Authorization": "Bearer demo"}, timeout=10).status_code \

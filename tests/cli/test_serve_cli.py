@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -14,6 +12,7 @@ import yaml
 
 from convssl.cli import main
 from convssl.models.onnx_backend import onnxruntime_available
+from tests._server import free_port, wait_until_healthy
 from tests.serve import conftest as serve_fixtures
 
 # The serve tests' session fixtures (a small trained classifier, a responses file), shared here.
@@ -21,12 +20,6 @@ tiny_classifier = serve_fixtures.tiny_classifier
 responses_file = serve_fixtures.responses_file
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_serve_without_a_classifier_says_what_is_missing(capsys):
@@ -54,16 +47,7 @@ def test_serve_command_from_yaml_answers_chat_and_keeps_the_token_from_env(tmp_p
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 90
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.time() < deadline, "server did not come up"
-            time.sleep(0.3)
+        wait_until_healthy(url, proc, 90)
         models = httpx.get(f"{url}/healthz").json()["models"]
         if onnxruntime_available():  # the default backend: both models exported and checked
             # (int8 for the encoder; the tiny 6-intent classifier's near-tied probabilities may
