@@ -247,15 +247,34 @@ class Runner:
         key = (rep.name, spec.path)
         if key not in self._finetuned:
             c = self.config
+            out_dir = self.out_dir / "finetuned" / _safe(f"{rep.name}-{_data_name(spec.path)}")
+            identity = self._run_identity(rep, spec)
+            if (reused := _finished_run(out_dir / RUN_KEY_FILE, identity)) is not None:
+                from convssl.downstream.intent_classifier import IntentClassifier
+
+                LOG.info("%s | %s | reusing the fine-tuned classifier in %s", rep.name, spec.name, out_dir)
+                self._finetuned[key] = (IntentClassifier.load(out_dir), out_dir)
+                return self._finetuned[key][0], float(reused["seconds"])
             data = load_intent_data(spec)
             train = stratified_subsample(data.train, c.max_train, c.seed)
             val = stratified_subsample(data.val, c.max_test, c.seed + 2) if c.max_test is not None else data.val
             t0 = time.perf_counter()
-            out_dir = self.out_dir / "finetuned" / _safe(f"{rep.name}-{_data_name(spec.path)}")
+            (out_dir / RUN_KEY_FILE).unlink(missing_ok=True)  # the folder is about to be overwritten
             classifier = finetune_intent(self._model_folder(rep), train, val or None, self._finetune_config(), out_dir)
+            seconds = time.perf_counter() - t0
+            _record_run(out_dir / RUN_KEY_FILE, identity, {"seconds": seconds})
             self._finetuned[key] = (classifier, out_dir)
-            return classifier, time.perf_counter() - t0
+            return classifier, seconds
         return self._finetuned[key][0], 0.0
+
+    def _run_identity(self, rep: EncoderRepresentation, spec: TaskSpec, **extra: Any) -> dict[str, Any]:
+        """What decides a training run's result: a finished run with the same identity is reused
+        when an interrupted evaluation is started again with the same --out."""
+        c = self.config
+        k = extra.pop("k", None)
+        return {"model": rep.name, "kind": rep.kind, "weights": weights_identity(rep.path), "task": spec.path,
+                "seed": c.seed, "max_train": c.max_train, "max_test": c.max_test, "k": k,
+                "finetune": to_dict(self._finetune_config(**extra))}
 
     def _closed_set(self, classifier: Any, examples: list[IntentExample], vocab: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(gold ids, predicted ids, softmax probabilities) over the in-scope labels, no rejection."""
@@ -288,17 +307,27 @@ class Runner:
         seeds = [c.seed + i for i in range(c.intent.seeds)]
         y_train = intent_mod.encode_labels([e.label for e in data.train], data.labels).tolist()
         for k in c.intent.few_shot:
-            t0 = time.perf_counter()
+            seconds = 0.0
             runs = []
             for seed in seeds:
-                train = [data.train[i] for i in k_per_class(y_train, k, seed)]
-                config = self._finetune_config(method=method, seed=seed, val_fraction=0.0, k_shot=0)
-                with tempfile.TemporaryDirectory(prefix="convssl-fewshot-") as tmp:
-                    classifier = finetune_intent(self._model_folder(rep), train, None, config, tmp)
-                    yte, pred, _ = self._closed_set(classifier, data.test, data.labels)
-                runs.append(intent_mod.classification_metrics(yte, pred))
+                fields = {"method": method, "seed": seed, "val_fraction": 0.0, "k_shot": 0}
+                identity = self._run_identity(rep, spec, k=k, **fields)
+                record = self.out_dir / "fewshot" / _safe(f"{rep.name}-{_data_name(spec.path)}-{mode}-{k}-seed{seed}.json")
+                if (done := _finished_run(record, identity)) is None:
+                    t0 = time.perf_counter()
+                    train = [data.train[i] for i in k_per_class(y_train, k, seed)]
+                    with tempfile.TemporaryDirectory(prefix="convssl-fewshot-") as tmp:
+                        classifier = finetune_intent(self._model_folder(rep), train, None,
+                                                     self._finetune_config(**fields), tmp)
+                        yte, pred, _ = self._closed_set(classifier, data.test, data.labels)
+                    done = {"metrics": intent_mod.classification_metrics(yte, pred), "seconds": time.perf_counter() - t0}
+                    _record_run(record, identity, done)
+                else:
+                    LOG.info("%s | %s | %s-%d seed %d: reusing %s", rep.name, spec.name, mode, k, seed, record)
+                runs.append(done["metrics"])
+                seconds += float(done["seconds"])
             self._add(rep, spec, f"{mode}-{k}", {"k": k, "seeds": seeds, **intent_mod.mean_std(runs), "method": method},
-                      time.perf_counter() - t0)
+                      seconds)
 
     # ---- out-of-scope ----------------------------------------------------------------------
     def run_oos(self, spec: TaskSpec) -> None:
@@ -439,6 +468,43 @@ class Runner:
                 continue
             metrics = perplexity(model, tokenizer, dialogues, c.perplexity.max_length, c.perplexity.batch_size)
             self._add(rep, spec, "perplexity", metrics, time.perf_counter() - t0)
+
+
+RUN_KEY_FILE = "evaluate-run.json"
+
+
+def weights_identity(path: str | Path | None) -> list[Any]:
+    """A model folder's resolved path with the size and mtime of its weight and config files:
+    changes when the folder is retrained in place."""
+    if path is None:
+        return []
+    folder = resolve_model_path(path)
+    parts: list[Any] = [str(folder.resolve())]
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and f.suffix in {".json", ".safetensors", ".bin", ".txt", ".model"}:
+            st = f.stat()
+            parts.append([f.name, st.st_size, int(st.st_mtime)])
+    return parts
+
+
+def _finished_run(record: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
+    """The stored result of a finished training run with this identity, else None."""
+    import json
+
+    if not record.exists():
+        return None
+    try:
+        stored = json.loads(record.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None
+    return stored.get("result") if stored.get("identity") == json.loads(json.dumps(identity, default=str)) else None
+
+
+def _record_run(record: Path, identity: dict[str, Any], result: dict[str, Any]) -> None:
+    from convssl.runs import write_json_atomic
+
+    record.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(record, {"identity": identity, "result": result})
 
 
 def _data_name(path: str) -> str:

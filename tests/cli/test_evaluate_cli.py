@@ -134,3 +134,32 @@ def test_disk_cache_lets_a_rerun_skip_embedding(tiny_bert, banking_slice, tmp_pa
         cached.write_bytes(b"not an npz")
     assert main(args + ["--out", str(tmp_path / "three")]) == 0
     assert "ignoring unreadable embedding cache" in (tmp_path / "three" / "run.log").read_text(encoding="utf-8")
+
+
+def test_a_rerun_with_the_same_out_reuses_finished_training_runs(tiny_bert, banking_slice, tmp_path):
+    """An evaluation killed after some trained runs finished starts again where it stopped: the
+    fine-tuned classifier and each finished few-shot seed are reused; a changed setting retrains."""
+    out = tmp_path / "resumable"
+    args = ["evaluate", "--model", str(tiny_bert), "--task", f"intent:{banking_slice}", "--modes", "setfit,finetune",
+            "--no-random-baseline", "--no-tfidf", "--no-plots", "--seeds", "2", "--out", str(out),
+            "intent.few_shot=[2]", "intent.finetune.setfit.iterations=1", "intent.finetune.bf16=false"]
+    assert main([*args, "intent.finetune.epochs=1"]) == 0
+    first = json.loads((out / "report.json").read_text(encoding="utf-8"))["rows"]
+    weights = out / "finetuned" / "tiny-bert-banking77" / "model.safetensors"
+    trained_at = weights.stat().st_mtime_ns
+    seeds = sorted((out / "fewshot").glob("*.json"))
+    assert [p.name for p in seeds] == ["tiny-bert-banking77-setfit-2-seed0.json", "tiny-bert-banking77-setfit-2-seed1.json"]
+    seeds[1].unlink()  # as if killed while training the second seed
+
+    assert main([*args, "intent.finetune.epochs=1"]) == 0
+    log = (out / "run.log").read_text(encoding="utf-8")
+    assert "reusing the fine-tuned classifier" in log
+    assert "setfit-2 seed 0: reusing" in log and "setfit-2 seed 1: reusing" not in log
+    assert weights.stat().st_mtime_ns == trained_at
+    second = json.loads((out / "report.json").read_text(encoding="utf-8"))["rows"]
+    assert [r["metrics"]["accuracy"] for r in second] == [r["metrics"]["accuracy"] for r in first]
+    assert [r["seconds"] for r in second][0] == pytest.approx([r["seconds"] for r in first][0], abs=1.0)
+
+    assert main([*args, "intent.finetune.epochs=2"]) == 0  # another setting: nothing to reuse
+    assert weights.stat().st_mtime_ns != trained_at
+    assert "epochs_run" in json.loads((out / "report.json").read_text(encoding="utf-8"))["rows"][0]["metrics"]
