@@ -197,6 +197,7 @@ def main() -> int:
 MINI_SSL, MINI_RANDOM = "`mini` pretrained by convssl (chitchat + SGD)", "`mini`, randomly initialised (no SSL)"
 MINILM, MINILM_DAPT = "MiniLM (all-MiniLM-L6-v2) as shipped", "MiniLM + convssl domain-adaptive SSL"
 CONVSSL_ROWS = (MINI_SSL, MINILM_DAPT)
+TRAINED = ("setfit", "finetune")  # modes in which convssl trains the encoder
 
 
 def _targets(find: Any) -> list[str]:
@@ -207,15 +208,19 @@ def _targets(find: Any) -> list[str]:
         return max(values, default=float("nan"))
 
     def best(data: str, modes: tuple[str, ...]) -> tuple[float, str]:
-        return max(((acc(m, data, modes), m) for m in CONVSSL_ROWS), key=lambda x: -1 if x[0] != x[0] else x[0])
+        """Over convssl's own models with any mode, and the shipped MiniLM once convssl trained it."""
+        candidates = [(acc(m, data, modes), m) for m in CONVSSL_ROWS]
+        candidates += [(acc(MINILM, data, tuple(x for x in modes if x.startswith(TRAINED))), f"{MINILM}, trained")]
+        return max(candidates, key=lambda x: -1 if x[0] != x[0] else x[0])
 
     ten = ("kshot-10", "setfit-10")
     full = ("probe", "finetune")
     b10, b10_who = best("banking77", ten)
     bfull, bfull_who = best("banking77", full)
-    oos_in = {m: acc(m, "clinc150", ("oos-finetune-max_softmax",), "in_scope_accuracy", "oos") for m in CONVSSL_ROWS}
-    oos_rec = {m: acc(m, "clinc150", ("oos-finetune-max_softmax",), "oos_recall", "oos") for m in CONVSSL_ROWS}
-    oos_who = max(CONVSSL_ROWS, key=lambda m: (oos_in[m] if oos_in[m] == oos_in[m] else -1))
+    oos_rows = (*CONVSSL_ROWS, MINILM)
+    oos_in = {m: acc(m, "clinc150", ("oos-finetune-max_softmax",), "in_scope_accuracy", "oos") for m in oos_rows}
+    oos_rec = {m: acc(m, "clinc150", ("oos-finetune-max_softmax",), "oos_recall", "oos") for m in oos_rows}
+    oos_who = max(oos_rows, key=lambda m: (oos_in[m] if oos_in[m] == oos_in[m] else -1))
     lift_mini = {t: acc(MINI_SSL, "banking77", (f"{t}-10",)) - acc(MINI_RANDOM, "banking77", (f"{t}-10",))
                  for t in ("kshot", "setfit")}
     lift_dapt = {t: acc(MINILM_DAPT, "banking77", (f"{t}-10",)) - acc(MINILM, "banking77", (f"{t}-10",))
@@ -224,6 +229,12 @@ def _targets(find: Any) -> list[str]:
     def verdict(ok: bool) -> str:
         return "met" if ok else "**not met**"
 
+    def signed(value: float) -> str:
+        return "not run" if value != value else f"{value:+.1f}"
+
+    def measured(values: dict[str, float]) -> list[float]:
+        return [v for v in values.values() if v == v] or [float("nan")]
+
     return [
         "## Targets", "",
         "| target | measured (best convssl row) | |", "|---|---|---|",
@@ -231,10 +242,10 @@ def _targets(find: Any) -> list[str]:
         f"| BANKING77 full >= 94.5 | {bfull:.1f} ({bfull_who}) | {verdict(bfull >= 94.5)} |",
         f"| CLINC150+OOS in-scope >= 96.5 and OOS recall >= 80 at one threshold | {oos_in[oos_who]:.1f} / "
         f"{oos_rec[oos_who]:.1f} ({oos_who}) | {verdict(oos_in[oos_who] >= 96.5 and oos_rec[oos_who] >= 80)} |",
-        f"| SSL `mini` >= 15 points above random `mini`, BANKING77 10-shot | frozen {lift_mini['kshot']:+.1f}, "
-        f"SetFit {lift_mini['setfit']:+.1f} | {verdict(max(lift_mini.values()) >= 15)} |",
-        f"| domain-adaptive SSL lifts MiniLM at BANKING77 10-shot | frozen {lift_dapt['kshot']:+.1f}, "
-        f"SetFit {lift_dapt['setfit']:+.1f} | {verdict(max(lift_dapt.values()) > 0)} |",
+        f"| SSL `mini` >= 15 points above random `mini`, BANKING77 10-shot | frozen {signed(lift_mini['kshot'])}, "
+        f"SetFit {signed(lift_mini['setfit'])} | {verdict(max(measured(lift_mini)) >= 15)} |",
+        f"| domain-adaptive SSL lifts MiniLM at BANKING77 10-shot | frozen {signed(lift_dapt['kshot'])}, "
+        f"SetFit {signed(lift_dapt['setfit'])} | {verdict(max(measured(lift_dapt)) > 0)} |",
         "",
     ]
 
