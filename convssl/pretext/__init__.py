@@ -3,7 +3,14 @@
 Importing this package registers every built-in objective; `get_objective(name)` finds them.
 """
 
-from convssl.pretext import clm, contrastive, mlm, multitask, next_utterance  # noqa: F401  (registration)
+from convssl.pretext import (  # noqa: F401  (registration)
+    clm,
+    contrastive,
+    mlm,
+    multitask,
+    next_utterance,
+    turn_views,
+)
 from convssl.pretext.base import (
     Batch,
     ObjectiveConfig,

@@ -51,6 +51,7 @@ class ObjectiveConfig:
     symmetric: bool = True
     hard_negatives: bool = False
     same_dialogue_negatives: float = 0.0
+    view_drop: float = 0.3  # turn_views: share of a turn's tokens each of its two views drops
     packing: bool = True
     tasks: list[ObjectiveConfig] = field(default_factory=list)
 
