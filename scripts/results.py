@@ -351,7 +351,8 @@ def render(reports: list[dict[str, Any]], stages: dict[str, Any], quick: bool, m
               "  5 and 10 shots; on full data, LP-FT fine-tuning (a head initialised from the frozen probe on",
               "  the mean embedding, label smoothing 0.1, up to 4 epochs, early stopping on the carved validation",
               "  split); its OOS score is the maximum softmax, thresholded as above.",
-              "- Every stage ran with one thread (`OMP_NUM_THREADS=1`), two or three stages at once on the 2 cores.",
+              "- Evaluations and the MiniLM adaptation ran with one thread each (`OMP_NUM_THREADS=1`), two or three",
+              "  stages at once on the 2 cores; the `mini` pretraining had both cores to itself.",
               ""]
     tables = [
         ("Frozen encoder + logistic regression", "probe", "kshot", "oos-centroid_cosine",
