@@ -50,6 +50,14 @@ def gather_across_ranks(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     return x, 0
 
 
+def pooled_embedding(model: PretextModel, batch: Batch, prefix: str) -> torch.Tensor:
+    """Mean-pooled, L2-normalised encoder output of the batch's `{prefix}input_ids` rows."""
+    t = batch.tensors
+    mask = t.get(f"{prefix}attention_mask")
+    hidden = model.encode(t[f"{prefix}input_ids"], mask)
+    return F.normalize(model.mean_pool(hidden, mask).float(), dim=-1)
+
+
 @register_objective
 class ContrastiveResponse(PretextObjective):
     name = "contrastive"
@@ -112,10 +120,7 @@ class ContrastiveResponse(PretextObjective):
         self.check_model(model)  # shared encoder, no head: the embeddings are the product
 
     def embed(self, model: PretextModel, batch: Batch, prefix: str) -> torch.Tensor:
-        t = batch.tensors
-        mask = t.get(f"{prefix}attention_mask")
-        hidden = model.encode(t[f"{prefix}input_ids"], mask)
-        return F.normalize(model.mean_pool(hidden, mask).float(), dim=-1)
+        return pooled_embedding(model, batch, prefix)
 
     def loss(self, model: PretextModel, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         t = batch.tensors

@@ -26,7 +26,7 @@ from convssl.pretext.base import (
     register_objective,
 )
 from convssl.pretext.batching import grouped, shuffled
-from convssl.pretext.contrastive import SHUFFLE_BATCHES, gather_across_ranks
+from convssl.pretext.contrastive import SHUFFLE_BATCHES, gather_across_ranks, pooled_embedding
 
 if TYPE_CHECKING:
     from convssl.models.pretext_model import PretextModel
@@ -83,15 +83,9 @@ class TurnViews(PretextObjective):
     def add_heads(self, model: PretextModel) -> None:
         self.check_model(model)  # no head: the mean-pooled embedding is the product
 
-    def embed(self, model: PretextModel, batch: Batch, prefix: str) -> torch.Tensor:
-        t = batch.tensors
-        mask = t.get(f"{prefix}attention_mask")
-        hidden = model.encode(t[f"{prefix}input_ids"], mask)
-        return F.normalize(model.mean_pool(hidden, mask).float(), dim=-1)
-
     def loss(self, model: PretextModel, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        first = self.embed(model, batch, "first_")
-        second = self.embed(model, batch, "second_")
+        first = pooled_embedding(model, batch, "first_")
+        second = pooled_embedding(model, batch, "second_")
         keys = batch.tensors["keys"]
         n = first.shape[0]
         all_second, rank = gather_across_ranks(second)
