@@ -8,9 +8,13 @@ spent a third of the step outside the matrix products:
   the mask comes from 16-bit lanes of bulk 64-bit random words, turned into 0.0/1.0 in the
   tensor's own dtype with four integer operations: the same inverted dropout (keep with
   probability 1-p, scale by 1/(1-p)) with p rounded to a multiple of 1/32768.
+  The scale 1/(1-p) is folded into the (small) weight of the projection before each dropout,
+  and the hidden dropouts share one pass with their residual addition.
 - autocast runs LayerNorm and softmax in fp32, so every bf16 activation is widened before and
   narrowed after them. Both kernels accumulate in fp32 internally anyway; here they read and
   write bf16 directly (LayerNorm keeps fp32 weights), as a pure-bf16 model would.
+- the MLM/CLM loss over the vocabulary: one fp32 softmax gives loss, accuracy and gradient
+  (`vocab_cross_entropy`) where the stock path swept the logits about seven times.
 
 On other devices the stock dropout is used. The attention function is transformers' eager
 attention with this dropout and the scale applied to the queries (a tensor half the size of the
@@ -30,6 +34,7 @@ ATTENTION_NAME = "convssl_eager"
 # Bit patterns of 1.0: a 16-bit float mask is built in integer registers and reinterpreted.
 ONE_BITS = {torch.bfloat16: 0x3F80, torch.float16: 0x3C00}
 FUSED_ATTENTION = True
+FUSED_OUTPUT = True
 LANE_BITS = 15  # random bits per element: p is rounded to a multiple of 2**-15
 
 
@@ -39,8 +44,8 @@ def keep_mask(
     """1.0 with probability 1 - p, else 0.0, in `dtype`.
 
     `random_()` on int64 gives 63 uniform bits; each of its four 16-bit lanes keeps its low 15
-    bits `r`, and `~((r - T) >> 15)` is all ones when r >= T = p * 2**15 (an arithmetic shift of
-    a value that cannot overflow), which is and-ed with the bit pattern of 1.0.
+    bits `r`, and `~((r - T) >> 15)` is all ones when r >= T = p * 2**15 (an arithmetic shift of a value
+    that cannot overflow), which is and-ed with the bit pattern of 1.0.
     """
     n = math.prod(shape)
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_()
@@ -132,8 +137,9 @@ class _SelfAttention(torch.autograd.Function):
 
     The queries arrive scaled (the scale is folded into the projection). One permuted copy lays
     q, k and v out for batched matmuls and one lays their gradients back (autograd through views
-    and `unbind` made six more copies and zero-filled buffers); the dropout scale is applied to
-    the [length x head_dim] products rather than to the [length x length] probabilities.
+    and `unbind` made six more copies and zero-filled buffers). The values arrive multiplied by
+    the dropout scale 1/(1-p) (folded into their projection), so only the 0/1 keep-mask touches
+    the [length x length] probabilities and nothing else is rescaled, forward or backward.
     """
 
     @staticmethod
@@ -150,10 +156,8 @@ class _SelfAttention(torch.autograd.Function):
         keep = keep_mask(probs.shape, p, probs.device, probs.dtype) if p > 0 else None
         kept = probs if keep is None else probs.mul(keep)
         out = torch.bmm(kept, v)
-        if keep is not None:
-            out.mul_(1.0 / (1.0 - p))
         ctx.save_for_backward(qkv3, probs, kept, keep)
-        ctx.shape, ctx.p = shape, p
+        ctx.shape = shape
         return out.view(batch, heads, length, dim).transpose(1, 2).reshape(batch * length, heads * dim)
 
     @staticmethod
@@ -162,8 +166,6 @@ class _SelfAttention(torch.autograd.Function):
         batch, length, heads, dim = ctx.shape
         q, k, v = qkv3.view(3, batch * heads, length, dim).unbind(0)
         g = grad_out.view(batch, length, heads, dim).transpose(1, 2).reshape(batch * heads, length, dim)
-        if keep is not None:
-            g = g * (1.0 / (1.0 - ctx.p))
         grads = torch.empty_like(qkv3).view(3, batch * heads, length, dim)
         torch.bmm(kept.transpose(1, 2), g, out=grads[2])
         grad_probs = torch.bmm(g, v.transpose(1, 2))
@@ -178,22 +180,49 @@ class _SelfAttention(torch.autograd.Function):
 
 def fused_self_attention(module: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
     """BertSelfAttention's output from one q/k/v projection (the three weights concatenated,
-    the query's with the attention scale folded in)."""
+    the query's with the attention scale and the value's with the dropout scale folded in)."""
     batch, length, width = hidden.shape
     scale = module.scaling
-    weight = torch.cat([module.query.weight * scale, module.key.weight, module.value.weight])
-    bias = torch.cat([module.query.bias * scale, module.key.bias, module.value.bias])
+    p = module.dropout.p if module.training else 0.0
+    kept = 1.0 / (1.0 - p)  # inverted dropout's scale, carried by the values
+    weight = torch.cat([module.query.weight * scale, module.key.weight, module.value.weight * kept])
+    bias = torch.cat([module.query.bias * scale, module.key.bias, module.value.bias * kept])
     qkv = F.linear(hidden.reshape(batch * length, width), weight, bias)
     mask = None if attention_mask is None else attention_mask.to(qkv.dtype)
-    p = module.dropout.p if module.training else 0.0
     shape = (batch, length, module.num_attention_heads, module.attention_head_size)
     return _SelfAttention.apply(qkv, shape, mask, p).view(batch, length, -1)
+
+
+class _DropoutResidual(torch.autograd.Function):
+    """`residual + keep * y` in one pass (addcmul), and `grad * keep` as the only backward work."""
+
+    @staticmethod
+    def forward(ctx: Any, y: torch.Tensor, keep: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(keep)
+        return torch.addcmul(residual, y, keep)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, torch.Tensor]:
+        (keep,) = ctx.saved_tensors
+        return grad * keep, None, grad
+
+
+def _output_forward(self: nn.Module, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
+    """BertSelfOutput / BertOutput: LayerNorm(dropout(dense(h)) + residual), with the dropout
+    scale folded into the (small) dense weight and the keep-mask and residual applied together."""
+    p = self.dropout.p
+    if not self.training or not 0.0 < p < 1.0 or hidden_states.device.type != "cpu":
+        return type(self).forward(self, hidden_states, input_tensor)
+    kept = 1.0 / (1.0 - p)
+    y = F.linear(hidden_states, self.dense.weight * kept, self.dense.bias * kept)
+    keep = keep_mask(y.shape, p, y.device, y.dtype)
+    return self.LayerNorm(_DropoutResidual.apply(y, keep, input_tensor.to(y.dtype)))
 
 
 def _fused_forward(self: nn.Module, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
                    *args: Any, **kwargs: Any) -> tuple[torch.Tensor, None]:
     if args or kwargs.get("cache") is not None or hidden_states.device.type != "cpu":
-        return type(self).__mro__[1].forward(self, hidden_states, attention_mask, *args, **kwargs)
+        return type(self).forward(self, hidden_states, attention_mask, *args, **kwargs)
     return fused_self_attention(self, hidden_states, attention_mask), None
 
 
@@ -215,6 +244,62 @@ def speed_up_encoder(backbone: nn.Module) -> None:
                 setattr(module, attr, FastDropout(sub.p))
             elif type(sub) is nn.LayerNorm:
                 sub.__class__ = LowPrecisionLayerNorm
-        if type(module).__name__ == "BertSelfAttention" and FUSED_ATTENTION:
+        name = type(module).__name__
+        if name == "BertSelfAttention" and FUSED_ATTENTION:
             module.forward = _fused_forward.__get__(module)
+        elif name in ("BertSelfOutput", "BertOutput") and FUSED_OUTPUT:
+            module.forward = _output_forward.__get__(module)
     backbone.config._attn_implementation = ATTENTION_NAME
+
+
+class _VocabCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of low-precision logits, with an fp32 softmax.
+
+    The stock path widens the [tokens x vocabulary] logits to fp32, takes log_softmax, gathers,
+    zero-fills a gradient, scatters into it, runs log_softmax's backward and narrows the result
+    again: about seven sweeps of the biggest tensor in a small model's step, plus an argmax for
+    the accuracy. Here one fp32 softmax gives the loss (-log p at the labels), the accuracy (the
+    label's p is the row maximum) and, scaled into the logits' dtype in one sweep, the gradient
+    (softmax minus one-hot, rounded once to bf16 where autocast rounded the fp32 one anyway).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        probs = torch.softmax(logits.float(), dim=1)
+        picked = probs.gather(1, labels.unsqueeze(1)).squeeze(1)
+        loss = -picked.clamp_min(torch.finfo(torch.float32).tiny).log().mean()
+        correct = picked >= probs.amax(dim=1)
+        ctx.save_for_backward(probs, picked, labels)
+        ctx.dtype = logits.dtype
+        ctx.mark_non_differentiable(correct)
+        return loss, correct
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor, _: Any) -> tuple[torch.Tensor, None]:
+        probs, picked, labels = ctx.saved_tensors
+        n = probs.shape[0]
+        scale = grad / n
+        out = torch.empty(probs.shape, dtype=ctx.dtype, device=probs.device)
+        torch.mul(probs, scale, out=out)
+        # At the labels p - 1 is taken in fp32: p/n rounded first would cancel badly when p ~ 1.
+        out[torch.arange(n, device=probs.device), labels] = ((picked - 1.0) * scale).to(ctx.dtype)
+        return out, None
+
+
+def vocab_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """(mean cross-entropy, accuracy) over the rows of [tokens x vocabulary] logits.
+
+    Low-precision logits take the fused path above; fp32 logits take F.cross_entropy. Labels
+    of -100 (F.cross_entropy's ignore_index) are left out.
+    """
+    if bool((labels < 0).any()):
+        kept = (labels >= 0).nonzero().squeeze(1)
+        logits, labels = logits.index_select(0, kept), labels.index_select(0, kept)
+    if labels.numel() == 0:
+        return logits.sum() * 0.0, 0.0
+    if logits.dtype not in ONE_BITS:
+        loss = F.cross_entropy(logits, labels)
+        correct = logits.detach().argmax(-1) == labels
+    else:
+        loss, correct = _VocabCrossEntropy.apply(logits, labels)
+    return loss, float(correct.float().mean())

@@ -11,13 +11,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from convssl.models.fast import vocab_cross_entropy
 from convssl.pretext.base import (
     Batch,
     DialogueLike,
     PretextObjective,
-    accuracy,
     pad_rows,
     register_objective,
 )
@@ -68,10 +67,9 @@ class CausalLM(PretextObjective):
         if "attention_mask" in t:  # project only positions with a real next token
             keep = (targets != -100).nonzero().squeeze(1)
             hidden, targets = hidden.index_select(0, keep), targets.index_select(0, keep)
-        logits = model.lm_logits(hidden).float()
-        loss = F.cross_entropy(logits, targets)
+        loss, correct = vocab_cross_entropy(model.lm_logits(hidden), targets)  # fp32 softmax statistics
         return loss, {
             "loss": float(loss.detach()),
-            "accuracy": accuracy(logits, targets),
+            "accuracy": correct,
             "perplexity": float(torch.exp(loss.detach().clamp(max=20))),
         }

@@ -14,13 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from convssl.models.fast import vocab_cross_entropy
 from convssl.pretext.base import (
     Batch,
     DialogueLike,
     ObjectiveConfig,
     ObjectiveError,
     PretextObjective,
-    accuracy,
     pad_rows,
     register_objective,
 )
@@ -140,6 +140,5 @@ class MaskedLM(PretextObjective):
         hidden = model.encode(t["input_ids"], t.get("attention_mask"))
         picked = hidden.reshape(-1, hidden.shape[-1]).index_select(0, t["mlm_positions"])
         logits = model.heads["mlm"](picked, model.word_embeddings().weight)
-        logits = logits.float()  # a bf16 softmax over the vocabulary loses too much precision
-        loss = F.cross_entropy(logits, t["mlm_labels"])
-        return loss, {"loss": float(loss.detach()), "accuracy": accuracy(logits, t["mlm_labels"])}
+        loss, correct = vocab_cross_entropy(logits, t["mlm_labels"])  # softmax statistics in fp32
+        return loss, {"loss": float(loss.detach()), "accuracy": correct}

@@ -13,6 +13,8 @@ from convssl.models.fast import (
     fast_dropout,
     fused_self_attention,
     keep_mask,
+    speed_up_encoder,
+    vocab_cross_entropy,
 )
 
 
@@ -54,11 +56,12 @@ def test_encoder_uses_fast_modules_and_matches_stock_attention(wp_tok):
             assert torch.allclose(fast.encode(ids, m), stock.encode(ids, m), atol=1e-5)
 
 
-def _tiny_bert(dropout: float):
+def _tiny_bert(dropout: float, hidden_dropout: float = 0.1):
     from transformers import BertConfig, BertModel
 
     config = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-                        intermediate_size=64, attention_probs_dropout_prob=dropout)
+                        intermediate_size=64, attention_probs_dropout_prob=dropout,
+                        hidden_dropout_prob=hidden_dropout)
     config._attn_implementation = "eager"
     torch.manual_seed(0)
     return BertModel(config, add_pooling_layer=False)
@@ -110,3 +113,65 @@ def test_low_precision_layer_norm_stays_in_bf16_under_autocast():
     assert out.dtype == torch.bfloat16 and widened.dtype == torch.bfloat16
     assert torch.allclose(out.float(), norm(x), atol=0.05)
     assert torch.equal(fast(x), norm(x))  # without autocast it is nn.LayerNorm
+
+
+@pytest.mark.parametrize("part", ["attention.output", "output"])
+def test_output_dropout_with_residual_is_the_stock_maths_with_the_same_mask(part):
+    """dense -> dropout -> + residual -> LayerNorm, with the scale folded into the weight: the
+    output and every gradient match the stock expression under the same keep-mask."""
+    bert = _tiny_bert(0.0, hidden_dropout=0.25).double()
+    speed_up_encoder(bert)
+    module = bert.encoder.layer[0].get_submodule(part).train()
+    assert "forward" in vars(module)  # the fused forward is installed on the module
+    width = module.dense.in_features
+    x = torch.randn(3, 5, width, dtype=torch.float64, requires_grad=True)
+    residual = torch.randn(3, 5, 32, dtype=torch.float64, requires_grad=True)
+    torch.manual_seed(7)
+    fused = module(x, residual)
+    torch.manual_seed(7)
+    keep = keep_mask((3, 5, 32), 0.25, x.device, x.dtype)
+    stock = module.LayerNorm(module.dense(x) * keep / 0.75 + residual)
+    assert 0 < keep.sum() < keep.numel()
+    assert torch.allclose(fused, stock, atol=1e-12)
+    weights = [x, residual, *module.parameters()]
+    got = torch.autograd.grad(fused.square().sum(), weights)
+    want = torch.autograd.grad(stock.square().sum(), weights)
+    for g, w in zip(got, want):
+        assert torch.allclose(g, w, atol=1e-10)
+    module.eval()
+    assert torch.equal(module(x, residual), module.LayerNorm(module.dense(x) + residual))
+
+
+def test_vocab_cross_entropy_matches_the_stock_loss_gradient_and_accuracy():
+    torch.manual_seed(0)
+    logits = (torch.randn(64, 500) * 4).bfloat16()
+    labels = torch.randint(0, 500, (64,))
+    labels[:8] = logits[:8].float().argmax(1)  # some rows predicted right
+    labels[60:] = -100  # ignored, as F.cross_entropy ignores them
+    ours = logits.clone().requires_grad_()
+    loss, accuracy = vocab_cross_entropy(ours, labels)
+    loss.backward()
+    ref = logits.clone().requires_grad_()
+    stock = torch.nn.functional.cross_entropy(ref.float(), labels)
+    stock.backward()
+    kept = labels >= 0
+    assert loss.item() == pytest.approx(stock.item(), rel=1e-6)
+    assert accuracy == pytest.approx((logits.float().argmax(1) == labels)[kept].float().mean().item())
+    assert ours.grad.dtype == torch.bfloat16
+    assert torch.allclose(ours.grad.float(), ref.grad.float(), atol=1e-6, rtol=1e-2)
+    assert torch.all(ours.grad[~kept] == 0)
+
+
+def test_vocab_cross_entropy_keeps_a_confident_label_gradient_precise():
+    """p ~ 1 at the label: p - 1 is taken in fp32, not from p rounded to bf16 first."""
+    logits = torch.zeros(2, 100)
+    logits[:, 3] = 9.0
+    ours = logits.bfloat16().requires_grad_()
+    loss, accuracy = vocab_cross_entropy(ours, torch.tensor([3, 3]))
+    loss.backward()
+    ref = logits.clone().requires_grad_()
+    torch.nn.functional.cross_entropy(ref, torch.tensor([3, 3])).backward()
+    assert accuracy == 1.0
+    assert ours.grad[0, 3].item() == pytest.approx(ref.grad[0, 3].item(), rel=1e-2)
+    fp32_loss, _ = vocab_cross_entropy(logits, torch.tensor([3, 3]))  # fp32 logits: the stock path
+    assert fp32_loss.item() == pytest.approx(loss.item(), rel=1e-4)
