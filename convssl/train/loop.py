@@ -38,7 +38,7 @@ from convssl.train.distributed import (
     resolve_device,
 )
 from convssl.train.metrics import MetricsWriter, truncate_metrics
-from convssl.train.optim import build_optimizer, build_scheduler
+from convssl.train.optim import build_optimizer, build_scheduler, clip_gradients
 
 LOG = logging.getLogger("convssl.train")
 INTERRUPTED_EXIT = 130
@@ -376,8 +376,9 @@ class Trainer:
                         metric_sums[name] = metric_sums.get(name, 0.0) + float(value)
                 (total / cfg.grad_accum).backward()
         if cfg.clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm, foreach=True)
+            clip_gradients(self.optimizer, cfg.clip_norm)
         self.optimizer.step()
+        self.optimizer.grad_scale = None
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         scale = 1.0 / cfg.grad_accum

@@ -88,3 +88,19 @@ def build_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, warmup_steps, max_steps, schedule)
     )
+
+
+def clip_gradients(optimizer: torch.optim.Optimizer, max_norm: float) -> None:
+    """Clip the global gradient norm to `max_norm` (as clip_grad_norm_ does).
+
+    A fused optimizer divides by `grad_scale` while it reads each gradient anyway, which saves
+    the separate sweep that rescales every gradient in memory; others rescale in place.
+    """
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if not params:
+        return
+    total = torch.nn.utils.get_total_norm([p.grad for p in params], foreach=True)
+    if optimizer.defaults.get("fused"):
+        optimizer.grad_scale = ((total + 1e-6) / max_norm).clamp_min(1.0)
+    else:
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, total, foreach=True)

@@ -8,7 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from convssl.train.optim import build_optimizer, build_scheduler, lr_factor, split_decay_parameters
+from convssl.train.optim import (
+    build_optimizer,
+    build_scheduler,
+    clip_gradients,
+    lr_factor,
+    split_decay_parameters,
+)
 
 
 def _bert(dropout: float = 0.0):
@@ -69,3 +75,36 @@ def test_scheduler_drives_optimizer_lr_and_rejects_unknown_schedule():
     assert lrs == pytest.approx([0.5, 1.0, 1.0, 0.5])
     with pytest.raises(ValueError, match="schedule"):
         build_scheduler(opt, 2, 4, "exponential")
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("max_norm", [0.5, 1e6])
+def test_clip_gradients_steps_like_clip_grad_norm(fused, max_norm):
+    """The fused optimizer clips through its grad_scale; the result is clip_grad_norm_'s step."""
+    torch.manual_seed(0)
+    grads = [torch.randn(20, 10) * 3, torch.randn(20) * 3]
+    models = [nn.Linear(10, 20) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    ours = torch.optim.AdamW(models[0].parameters(), lr=0.1, fused=fused, foreach=None if fused else True)
+    stock = torch.optim.AdamW(models[1].parameters(), lr=0.1, fused=fused, foreach=None if fused else True)
+    for _ in range(3):
+        for model in models:
+            for p, g in zip(model.parameters(), grads):
+                p.grad = g.clone()
+        clip_gradients(ours, max_norm)
+        ours.step()
+        ours.grad_scale = None
+        torch.nn.utils.clip_grad_norm_(models[1].parameters(), max_norm)
+        stock.step()
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_clip_gradients_bounds_the_update_of_a_huge_gradient():
+    """SGD shows the clipping itself: the step is lr x max_norm long, whatever the gradient."""
+    weight = nn.Parameter(torch.zeros(4))
+    optimizer = torch.optim.SGD([weight], lr=1.0)
+    weight.grad = torch.tensor([300.0, 400.0, 0.0, 0.0])
+    clip_gradients(optimizer, 2.0)
+    optimizer.step()
+    assert weight.detach().norm().item() == pytest.approx(2.0, rel=1e-5)
