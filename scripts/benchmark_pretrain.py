@@ -10,8 +10,15 @@ FLOPs are counted honestly, per real token: the encoder body (projections, FFN),
 (quadratic in each row's real length) and the LM head only at the masked positions; padding and
 logits nobody needs are not credited to either side. Training = 3 x forward.
 
-    OMP_WAIT_POLICY=PASSIVE python scripts/benchmark_pretrain.py             # full run
-    OMP_WAIT_POLICY=PASSIVE python scripts/benchmark_pretrain.py --quick     # seconds, to check it works
+    python scripts/benchmark_pretrain.py             # full run
+    python scripts/benchmark_pretrain.py --quick     # seconds, to check it works
+    GOMP_SPINCOUNT=0 python scripts/benchmark_pretrain.py    # idle threads sleep at once
+
+Threads: run it alone. Both sides share this process and its OpenMP settings: worker threads
+spin for about 3 ms (GOMP_SPINCOUNT=300000, libgomp's default when no wait policy is set)
+before they sleep (OMP_WAIT_POLICY=PASSIVE), so back-to-back operations do not pay a wake-up
+each; with another busy process on the cores, spinning costs more than it saves: set
+GOMP_SPINCOUNT=0 there.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("GOMP_SPINCOUNT", "300000")  # read when torch loads OpenMP: before the import
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -218,7 +226,8 @@ def main() -> None:
     cfg._attn_implementation = "sdpa"
     examples = hf_examples(data, tokenizer, args.max_length, args.batch * args.steps, args.hf_unit)
     sizes = (512,) if args.quick else (1024, 2048, 4096)
-    print(f"torch threads {torch.get_num_threads()}; the bf16 matmul peak is measured before every round "
+    print(f"torch threads {torch.get_num_threads()}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, "
+          f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')}; the bf16 matmul peak is measured before every round "
           "(the machine's speed drifts) and each round's MFU is against its own peak")
     peaks: list[float] = []
     dims = dict(layers=cfg.num_hidden_layers, hidden=cfg.hidden_size, ffn=cfg.intermediate_size, vocab=cfg.vocab_size)
@@ -250,6 +259,7 @@ def main() -> None:
     summary["ratios_per_round"] = ratios
     summary["peak_gflops"] = [p / 1e9 for p in peaks]
     summary["settings"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    summary["settings"].update({k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")})
     print(json.dumps(summary, indent=2))
     print(f"convssl / HF real tokens/s, median of the rounds' ratios: {summary['ratio']:.1f}x (target >= 12); "
           f"convssl MFU {100 * summary['convssl']['mfu']:.0f}% (target >= 50%)")

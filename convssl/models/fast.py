@@ -5,9 +5,9 @@ spent a third of the step outside the matrix products:
 
 - `torch.nn.functional.dropout` draws one Bernoulli sample per element (~11% of the step), and a
   boolean keep-mask multiplied into a bf16 tensor is converted element by element first. Here
-  the mask comes from 16-bit lanes of bulk 64-bit random words, turned into 0.0/1.0 in the
-  tensor's own dtype with four integer operations: the same inverted dropout (keep with
-  probability 1-p, scale by 1/(1-p)) with p rounded to a multiple of 1/32768.
+  the mask is built in the tensor's own dtype from the positions of the dropped elements,
+  drawn as geometric gaps (about p random numbers per element instead of one): the same
+  inverted dropout (keep with probability 1-p, scale by 1/(1-p)).
   The scale 1/(1-p) is folded into the (small) weight of the projection before each dropout,
   and the hidden dropouts share one pass with their residual addition.
 - autocast runs LayerNorm and softmax in fp32, so every bf16 activation is widened before and
@@ -31,29 +31,44 @@ import torch.nn.functional as F
 from torch import nn
 
 ATTENTION_NAME = "convssl_eager"
-# Bit patterns of 1.0: a 16-bit float mask is built in integer registers and reinterpreted.
-ONE_BITS = {torch.bfloat16: 0x3F80, torch.float16: 0x3C00}
+LOW_PRECISION = (torch.bfloat16, torch.float16)
 FUSED_ATTENTION = True
 FUSED_OUTPUT = True
-LANE_BITS = 15  # random bits per element: p is rounded to a multiple of 2**-15
+
+
+def _gaps(count: int, p: float, device: torch.device) -> torch.Tensor:
+    """`count` independent Geometric(p) gaps (kept elements before the next dropped one), by
+    inversion: floor(log(1 - U) / log(1 - p)), with 1 - U = (2**31 - r) / 2**31 for 31 random
+    bits r, so the logarithm never sees zero."""
+    words = torch.empty((count + 1) // 2, dtype=torch.int64, device=device).random_()
+    bits = words.view(torch.int32)[:count].bitwise_and_(0x7FFFFFFF)
+    one_minus_u = bits.neg_().add_(0x7FFFFFFF).to(torch.float32).add_(1.0)
+    scale = 1.0 / math.log1p(-p)
+    return one_minus_u.log_().sub_(31 * math.log(2.0)).mul_(scale).floor_().to(torch.int64)
 
 
 def keep_mask(
     shape: torch.Size | tuple[int, ...], p: float, device: torch.device, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
-    """1.0 with probability 1 - p, else 0.0, in `dtype`.
+    """1.0 with probability 1 - p, else 0.0, independently per element, in `dtype`.
 
-    `random_()` on int64 gives 63 uniform bits; each of its four 16-bit lanes keeps its low 15
-    bits `r`, and `~((r - T) >> 15)` is all ones when r >= T = p * 2**15 (an arithmetic shift of a value
-    that cannot overflow), which is and-ed with the bit pattern of 1.0.
+    Instead of a random number per element, the positions of the dropped elements are drawn:
+    the gaps between them are geometric, so about p * n random words (p * n / 2 generator
+    calls) and a cumulative sum give them, and they are zero-filled in a tensor of ones.
     """
     n = math.prod(shape)
-    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_()
-    lanes = words.view(torch.int16)[:n].bitwise_and_((1 << LANE_BITS) - 1)
-    lanes.sub_(round(p * (1 << LANE_BITS))).bitwise_right_shift_(LANE_BITS).bitwise_not_()
-    half = dtype if dtype in ONE_BITS else torch.bfloat16
-    mask = lanes.bitwise_and_(ONE_BITS[half]).view(half).view(shape)
-    return mask if half == dtype else mask.to(dtype)
+    mask = torch.ones(n, dtype=dtype, device=device)
+    if p <= 0.0 or n == 0:
+        return mask.view(shape)
+    if p >= 1.0:
+        return mask.zero_().view(shape)
+    draws = int(n * p + 6.0 * math.sqrt(n * p * (1.0 - p))) + 16  # enough gaps but once in ~1e9
+    positions = _gaps(draws, p, device).add_(1).cumsum_(0).sub_(1)
+    while int(positions[-1]) < n:
+        more = _gaps(draws, p, device).add_(1).cumsum_(0).add_(positions[-1])
+        positions = torch.cat([positions, more])
+    positions = positions[: int(torch.searchsorted(positions, n))]
+    return mask.index_fill_(0, positions, 0).view(shape)
 
 
 class _MaskedScale(torch.autograd.Function):
@@ -86,7 +101,7 @@ class FastDropout(nn.Dropout):
 
 def _autocast_off(x: torch.Tensor) -> bool:
     """True when autocast would widen this low-precision tensor: run the op in its dtype instead."""
-    return x.dtype in ONE_BITS and torch.is_autocast_enabled(x.device.type)
+    return x.dtype in LOW_PRECISION and torch.is_autocast_enabled(x.device.type)
 
 
 class LowPrecisionLayerNorm(nn.LayerNorm):
@@ -297,7 +312,7 @@ def vocab_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[tor
         logits, labels = logits.index_select(0, kept), labels.index_select(0, kept)
     if labels.numel() == 0:
         return logits.sum() * 0.0, 0.0
-    if logits.dtype not in ONE_BITS:
+    if logits.dtype not in LOW_PRECISION:
         loss = F.cross_entropy(logits, labels)
         correct = logits.detach().argmax(-1) == labels
     else:

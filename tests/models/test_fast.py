@@ -25,10 +25,25 @@ def test_keep_mask_rate_and_independence(p, dtype):
     assert raw.dtype == dtype and set(torch.unique(raw).tolist()) == {0.0, 1.0}
     mask = raw.float()
     assert mask.mean().item() == pytest.approx(1 - p, abs=0.003)
-    for lane in range(4):  # each 16-bit lane of the random words has the right rate
-        assert mask.view(-1)[lane::4].mean().item() == pytest.approx(1 - p, abs=0.006)
+    for start in range(4):  # every fourth element, from each offset, has the right rate
+        assert mask.view(-1)[start::4].mean().item() == pytest.approx(1 - p, abs=0.006)
     flat = mask.view(-1)
-    assert abs(torch.corrcoef(torch.stack([flat[:-1], flat[1:]]))[0, 1].item()) < 0.01
+    for lag in (1, 2, 7):  # neighbours are independent
+        assert abs(torch.corrcoef(torch.stack([flat[:-lag], flat[lag:]]))[0, 1].item()) < 0.01
+
+
+def test_keep_mask_has_the_exact_rate_and_binomial_spread():
+    """Drawn as geometric gaps between dropped elements: over 20 masks of 1M elements the rate
+    is p (not p rounded) and the count varies as a binomial count does."""
+    rates = []
+    for seed in range(20):
+        torch.manual_seed(seed)
+        rates.append(1 - keep_mask((1024, 1024), 0.1, torch.device("cpu"), torch.bfloat16).float().mean().item())
+    sd = (0.1 * 0.9 / 2**20) ** 0.5
+    assert abs(sum(rates) / 20 - 0.1) < 4 * sd / 20**0.5
+    assert 0.5 * sd < torch.tensor(rates).std().item() < 1.6 * sd
+    assert torch.equal(keep_mask((3, 5), 0.0, torch.device("cpu")), torch.ones(3, 5))
+    assert torch.equal(keep_mask((3, 5), 1.0, torch.device("cpu")), torch.zeros(3, 5))
 
 
 def test_fast_dropout_is_inverted_dropout_with_matching_gradient():
