@@ -53,8 +53,8 @@ def keep_mask(
     """1.0 with probability 1 - p, else 0.0, independently per element, in `dtype`.
 
     Instead of a random number per element, the positions of the dropped elements are drawn:
-    the gaps between them are geometric, so about p * n random words (p * n / 2 generator
-    calls) and a cumulative sum give them, and they are zero-filled in a tensor of ones.
+    the gaps between them are geometric, so about p * n random 31-bit numbers and a cumulative
+    sum give them, and they are zero-filled in a tensor of ones.
     """
     n = math.prod(shape)
     mask = torch.ones(n, dtype=dtype, device=device)
@@ -236,7 +236,8 @@ def _output_forward(self: nn.Module, hidden_states: torch.Tensor, input_tensor: 
 
 def _fused_forward(self: nn.Module, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
                    *args: Any, **kwargs: Any) -> tuple[torch.Tensor, None]:
-    if args or kwargs.get("cache") is not None or hidden_states.device.type != "cpu":
+    stock = args or kwargs.get("cache") is not None or hidden_states.device.type != "cpu"
+    if stock or (self.training and self.dropout.p >= 1.0):
         return type(self).forward(self, hidden_states, attention_mask, *args, **kwargs)
     return fused_self_attention(self, hidden_states, attention_mask), None
 
