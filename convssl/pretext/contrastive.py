@@ -58,6 +58,17 @@ def pooled_embedding(model: PretextModel, batch: Batch, prefix: str) -> torch.Te
     return F.normalize(model.mean_pool(hidden, mask).float(), dim=-1)
 
 
+def mask_repeated_texts(
+    logits: torch.Tensor, keys: torch.Tensor, all_keys: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits with -inf where a candidate repeats the row's own text, that mask): the same text
+    twice in a batch ("ok", "how are you?") is not a negative of itself. Keys below 0 (hard
+    negatives) never match; each row's target stays."""
+    repeated = (all_keys[None, :] == keys[:, None]) & (all_keys[None, :] >= 0)
+    repeated[torch.arange(keys.shape[0], device=logits.device), targets] = False
+    return logits.masked_fill(repeated, float("-inf")), repeated
+
+
 @register_objective
 class ContrastiveResponse(PretextObjective):
     name = "contrastive"
@@ -137,11 +148,7 @@ class ContrastiveResponse(PretextObjective):
         all_pool, rank = gather_across_ranks(pool)
         all_keys, _ = gather_across_ranks(pool_keys)
         targets = torch.arange(n, device=context.device) + rank * pool.shape[0]
-        logits = context @ all_pool.T / self.config.temperature
-        # The same reply text elsewhere in the batch ("ok", "lol") is not a negative.
-        duplicate = (all_keys[None, :] == keys[:, None]) & (all_keys[None, :] >= 0)
-        duplicate[torch.arange(n, device=context.device), targets] = False
-        logits = logits.masked_fill(duplicate, float("-inf"))
+        logits, _ = mask_repeated_texts(context @ all_pool.T / self.config.temperature, keys, all_keys, targets)
         loss = F.cross_entropy(logits, targets)
         if self.config.symmetric:
             all_context, _ = gather_across_ranks(context)

@@ -26,7 +26,12 @@ from convssl.pretext.base import (
     register_objective,
 )
 from convssl.pretext.batching import grouped, shuffled
-from convssl.pretext.contrastive import SHUFFLE_BATCHES, gather_across_ranks, pooled_embedding
+from convssl.pretext.contrastive import (
+    SHUFFLE_BATCHES,
+    gather_across_ranks,
+    mask_repeated_texts,
+    pooled_embedding,
+)
 
 if TYPE_CHECKING:
     from convssl.models.pretext_model import PretextModel
@@ -91,11 +96,7 @@ class TurnViews(PretextObjective):
         all_second, rank = gather_across_ranks(second)
         all_keys, _ = gather_across_ranks(keys)
         targets = torch.arange(n, device=first.device) + rank * n
-        logits = first @ all_second.T / self.config.temperature
-        # The same text twice in a batch ("how are you?") is not a negative of itself.
-        duplicate = all_keys[None, :] == keys[:, None]
-        duplicate[torch.arange(n, device=first.device), targets] = False
-        logits = logits.masked_fill(duplicate, float("-inf"))
+        logits, duplicate = mask_repeated_texts(first @ all_second.T / self.config.temperature, keys, all_keys, targets)
         loss = F.cross_entropy(logits, targets)
         if self.config.symmetric:
             all_first, _ = gather_across_ranks(first)

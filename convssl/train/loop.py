@@ -38,7 +38,7 @@ from convssl.train.distributed import (
     resolve_device,
 )
 from convssl.train.metrics import MetricsWriter, truncate_metrics
-from convssl.train.optim import build_optimizer, build_scheduler, clip_gradients
+from convssl.train.optim import build_optimizer, build_scheduler, clipped_step
 
 LOG = logging.getLogger("convssl.train")
 INTERRUPTED_EXIT = 130
@@ -375,10 +375,7 @@ class Trainer:
                         name = f"{objective.name}.{key}"
                         metric_sums[name] = metric_sums.get(name, 0.0) + float(value)
                 (total / cfg.grad_accum).backward()
-        if cfg.clip_norm > 0:
-            clip_gradients(self.optimizer, cfg.clip_norm)
-        self.optimizer.step()
-        self.optimizer.grad_scale = None
+        clipped_step(self.optimizer, cfg.clip_norm)
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         scale = 1.0 / cfg.grad_accum

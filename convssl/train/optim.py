@@ -104,3 +104,14 @@ def clip_gradients(optimizer: torch.optim.Optimizer, max_norm: float) -> None:
         optimizer.grad_scale = ((total + 1e-6) / max_norm).clamp_min(1.0)
     else:
         torch.nn.utils.clip_grads_with_norm_(params, max_norm, total, foreach=True)
+
+
+def clipped_step(optimizer: torch.optim.Optimizer, max_norm: float) -> None:
+    """One optimizer step on gradients clipped to `max_norm` (none when it is 0); the fused
+    optimizer's `grad_scale` lives for this step only."""
+    if max_norm > 0:
+        clip_gradients(optimizer, max_norm)
+    try:
+        optimizer.step()
+    finally:
+        optimizer.grad_scale = None
