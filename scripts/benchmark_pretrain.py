@@ -227,6 +227,7 @@ def main() -> None:
     from convssl.data.tokenizer import load_tokenizer
     from convssl.models.presets import ModelConfig, hf_config
     from convssl.pretext.base import special_ids
+    from convssl.train.precision import cpu_description
 
     work = Path(tempfile.mkdtemp(prefix="convssl-bench-"))
     data = prepare(args.data, args.dialogues, work / "data", args.vocab)
@@ -237,24 +238,28 @@ def main() -> None:
     examples = hf_examples(data, tokenizer, args.max_length, args.batch * args.steps, args.hf_unit)
     sizes = (512,) if args.quick else (1024, 2048, 4096)
     print(f"torch threads {torch.get_num_threads()}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, "
-          f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')}; the bf16 matmul peak is measured before every round "
-          "(the machine's speed drifts) and each round's MFU is against its own peak")
+          f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')}; CPU: {cpu_description()}")
+    print("the bf16 matmul peak is measured before and after each side's run (the machine's speed drifts); "
+          "each run's MFU is against the mean of the two")
     peaks: list[float] = []
     dims = dict(layers=cfg.num_hidden_layers, hidden=cfg.hidden_size, ffn=cfg.intermediate_size, vocab=cfg.vocab_size)
     results: dict[str, list[dict]] = {"hf": [], "convssl": []}
+    peaks.append(bf16_peak_flops(sizes))
     for round_ in range(args.rounds):
-        peak = bf16_peak_flops(sizes)
-        peaks.append(peak)
-        print(f"round {round_ + 1} bf16 matmul peak: {peak / 1e9:.0f} GFLOP/s")
         torch.manual_seed(round_)
-        hf = run_hf(BertForMaskedLM(cfg), tokenizer, examples, args.batch, args.steps, 1e-3, work / f"hf{round_}")
-        ours = run_convssl(data, args.batch, args.steps, 1e-3, args.max_length, work / f"convssl{round_}")
-        for name, r in (("hf", hf), ("convssl", ours)):
+        for name in ("hf", "convssl"):
+            if name == "hf":
+                r = run_hf(BertForMaskedLM(cfg), tokenizer, examples, args.batch, args.steps, 1e-3, work / f"hf{round_}")
+            else:
+                r = run_convssl(data, args.batch, args.steps, 1e-3, args.max_length, work / f"convssl{round_}")
+            peaks.append(bf16_peak_flops(sizes))
+            peak = (peaks[-2] + peaks[-1]) / 2
             flops = model_flops(r["lengths"], r["masked"], **dims)
-            r.update(tokens_per_s=r["tokens"] / r["seconds"], mfu=flops / r["seconds"] / peak)
+            r.update(tokens_per_s=r["tokens"] / r["seconds"], mfu=flops / r["seconds"] / peak, peak_gflops=peak / 1e9)
             results[name].append(r)
             padding = f"  padding {100 * r['padding']:.0f}%"
             print(f"round {round_ + 1} {name:8s} {r['tokens_per_s']:9.0f} real tok/s  MFU {100 * r['mfu']:5.1f}%  "
+                  f"(bf16 peak {peaks[-2] / 1e9:.0f} -> {peaks[-1] / 1e9:.0f} GFLOP/s)  "
                   f"peak RSS {r['peak_rss_mib']:.0f} MiB{padding}")
     summary = {}
     for name, rs in results.items():
@@ -263,11 +268,14 @@ def main() -> None:
             "mfu": float(np.median([r["mfu"] for r in rs])),
             "peak_rss_mib": float(max(r["peak_rss_mib"] for r in rs)),
             "padding": float(np.mean([r["padding"] for r in rs])),
+            "mfu_per_round": [r["mfu"] for r in rs],
+            "peak_gflops_per_round": [r["peak_gflops"] for r in rs],
         }
     ratios = [c["tokens_per_s"] / h["tokens_per_s"] for h, c in zip(results["hf"], results["convssl"])]
     summary["ratio"] = float(np.median(ratios))
     summary["ratios_per_round"] = ratios
-    summary["peak_gflops"] = [p / 1e9 for p in peaks]
+    summary["peak_gflops"] = [p / 1e9 for p in peaks]  # in order: before HF 1, after HF 1 = before convssl 1, ...
+    summary["cpu"] = cpu_description()
     summary["settings"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     summary["settings"].update({k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")})
     print(json.dumps(summary, indent=2))

@@ -39,6 +39,7 @@ from convssl.train.distributed import (
 )
 from convssl.train.metrics import MetricsWriter, truncate_metrics
 from convssl.train.optim import build_optimizer, build_scheduler, clipped_step
+from convssl.train.precision import warn_if_bf16_slow
 
 LOG = logging.getLogger("convssl.train")
 INTERRUPTED_EXIT = 130
@@ -194,6 +195,7 @@ class Trainer:
         self.dist: DistInfo = init_distributed(torch.device(requested).type)
         self.device = resolve_device(config.device, self.dist)
         if self.dist.is_main:
+            warn_if_bf16_slow(config.bf16, self.device)
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if not (self.run_dir / "config.yaml").exists():
                 from convssl.config import save_config
