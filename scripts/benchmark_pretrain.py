@@ -235,6 +235,7 @@ def main() -> None:
     ids = special_ids(tokenizer)
     cfg = hf_config(ModelConfig(preset="mini", attention="sdpa"), len(tokenizer), ids.pad, ids.bos, ids.eos)
     cfg._attn_implementation = "sdpa"
+    print(f"vocabulary: {len(tokenizer)} pieces ({args.vocab} asked); {args.dialogues} chitchat dialogues")
     examples = hf_examples(data, tokenizer, args.max_length, args.batch * args.steps, args.hf_unit)
     sizes = (512,) if args.quick else (1024, 2048, 4096)
     print(f"torch threads {torch.get_num_threads()}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, "
@@ -276,6 +277,7 @@ def main() -> None:
     summary["ratios_per_round"] = ratios
     summary["peak_gflops"] = [p / 1e9 for p in peaks]  # in order: before HF 1, after HF 1 = before convssl 1, ...
     summary["cpu"] = cpu_description()
+    summary["vocabulary"] = len(tokenizer)
     summary["settings"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     summary["settings"].update({k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")})
     print(json.dumps(summary, indent=2))

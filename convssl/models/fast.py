@@ -13,8 +13,9 @@ spent a third of the step outside the matrix products:
 - autocast runs LayerNorm and softmax in fp32, so every bf16 activation is widened before and
   narrowed after them. Both kernels accumulate in fp32 internally anyway; here they read and
   write bf16 directly (LayerNorm keeps fp32 weights), as a pure-bf16 model would.
-- the MLM/CLM loss over the vocabulary: one fp32 softmax gives loss, accuracy and gradient
-  (`vocab_cross_entropy`) where the stock path swept the logits about seven times.
+- the MLM/CLM loss over the vocabulary: one softmax in the logits' dtype and an fp32 log-sum-exp
+  per row give loss, accuracy and gradient (`vocab_cross_entropy`) where the stock path swept
+  the logits about seven times, in fp32.
 
 On other devices the stock dropout is used. The attention function is transformers' eager
 attention with this dropout and the scale applied to the queries (a tensor half the size of the
@@ -268,37 +269,47 @@ def speed_up_encoder(backbone: nn.Module) -> None:
     backbone.config._attn_implementation = ATTENTION_NAME
 
 
+def _row_logsumexp(logits: torch.Tensor, chunk_bytes: int = 1 << 20) -> torch.Tensor:
+    """fp32 log-sum-exp of each row, widened a few rows at a time: one fp32 copy of all the logits
+    is tens of MB of fresh pages (a page fault per 4 KB) where a chunk stays in cache."""
+    rows = max(1, chunk_bytes // (4 * logits.shape[1]))
+    out = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
+    for start in range(0, logits.shape[0], rows):
+        torch.logsumexp(logits[start : start + rows].float(), dim=1, out=out[start : start + rows])
+    return out
+
+
 class _VocabCrossEntropy(torch.autograd.Function):
-    """Mean cross-entropy of low-precision logits, with an fp32 softmax.
+    """Mean cross-entropy of low-precision logits with fp32 statistics.
 
     The stock path widens the [tokens x vocabulary] logits to fp32, takes log_softmax, gathers,
     zero-fills a gradient, scatters into it, runs log_softmax's backward and narrows the result
     again: about seven sweeps of the biggest tensor in a small model's step, plus an argmax for
-    the accuracy. Here one fp32 softmax gives the loss (-log p at the labels), the accuracy (the
-    label's p is the row maximum) and, scaled into the logits' dtype in one sweep, the gradient
-    (softmax minus one-hot, rounded once to bf16 where autocast rounded the fp32 one anyway).
+    the accuracy. Here the softmax reads and writes the logits' dtype (it accumulates in fp32
+    inside), and only the per-row log-sum-exp is taken in fp32, so the loss (log-sum-exp minus
+    the label's logit) and the label's gradient p - 1 are fp32-exact; the other gradients are
+    p / n rounded to bf16, where autocast rounded the fp32 ones anyway. The accuracy compares
+    the label's logit with the row maximum (exact in any dtype).
     """
 
     @staticmethod
     def forward(ctx: Any, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        probs = torch.softmax(logits.float(), dim=1)
-        picked = probs.gather(1, labels.unsqueeze(1)).squeeze(1)
-        loss = -picked.clamp_min(torch.finfo(torch.float32).tiny).log().mean()
-        correct = picked >= probs.amax(dim=1)
-        ctx.save_for_backward(probs, picked, labels)
-        ctx.dtype = logits.dtype
+        target = logits.gather(1, labels.unsqueeze(1)).squeeze(1)
+        correct = target >= logits.amax(dim=1)
+        log_p = target.float() - _row_logsumexp(logits)
+        probs = softmax_last(logits)  # in the logits' dtype, under autocast too
+        ctx.save_for_backward(probs, log_p, labels)
         ctx.mark_non_differentiable(correct)
-        return loss, correct
+        return -log_p.mean(), correct
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor, _: Any) -> tuple[torch.Tensor, None]:
-        probs, picked, labels = ctx.saved_tensors
+        probs, log_p, labels = ctx.saved_tensors
         n = probs.shape[0]
         scale = grad / n
-        out = torch.empty(probs.shape, dtype=ctx.dtype, device=probs.device)
-        torch.mul(probs, scale, out=out)
-        # At the labels p - 1 is taken in fp32: p/n rounded first would cancel badly when p ~ 1.
-        out[torch.arange(n, device=probs.device), labels] = ((picked - 1.0) * scale).to(ctx.dtype)
+        out = torch.mul(probs, scale)
+        # At the labels p - 1 is taken in fp32: p rounded to bf16 first would cancel badly when p ~ 1.
+        out[torch.arange(n, device=probs.device), labels] = ((log_p.exp() - 1.0) * scale).to(out.dtype)
         return out, None
 
 

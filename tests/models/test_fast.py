@@ -172,14 +172,16 @@ def test_output_dropout_with_residual_is_the_stock_maths_with_the_same_mask(part
     assert torch.equal(module(x, residual), module.LayerNorm(module.dense(x) + residual))
 
 
-def test_vocab_cross_entropy_matches_the_stock_loss_gradient_and_accuracy():
+@pytest.mark.parametrize("autocast", [False, True])
+def test_vocab_cross_entropy_matches_the_stock_loss_gradient_and_accuracy(autocast):
     torch.manual_seed(0)
     logits = (torch.randn(64, 500) * 4).bfloat16()
     labels = torch.randint(0, 500, (64,))
     labels[:8] = logits[:8].float().argmax(1)  # some rows predicted right
     labels[60:] = -100  # ignored, as F.cross_entropy ignores them
     ours = logits.clone().requires_grad_()
-    loss, accuracy = vocab_cross_entropy(ours, labels)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        loss, accuracy = vocab_cross_entropy(ours, labels)
     loss.backward()
     ref = logits.clone().requires_grad_()
     stock = torch.nn.functional.cross_entropy(ref.float(), labels)
