@@ -32,6 +32,7 @@ from convssl.downstream.intent_classifier import (
     fit_mahalanobis,
 )
 from convssl.models.encoder import Encoder, pool, resolve_model_path
+from convssl.train.precision import warn_if_bf16_slow
 
 LOG = logging.getLogger("convssl.finetune")
 
@@ -346,6 +347,7 @@ def _train_loop(model: torch.nn.Module, tokenizer: Any, train: Sequence[IntentEx
                 classifier_fn: Callable[[], IntentClassifier]) -> list[dict[str, Any]]:
     """AdamW, linear warm-up/decay, bf16 autocast, early stopping on validation accuracy; the
     best epoch's weights are restored at the end."""
+    warn_if_bf16_slow(config.bf16, next(model.parameters()).device)
     label_index = {label: i for i, label in enumerate(labels)}
     ids = tokenize_all(tokenizer, [e.text for e in train], config.max_length)
     targets = np.array([label_index[e.label] for e in train])
