@@ -238,30 +238,32 @@ def main() -> None:
     print(f"vocabulary: {len(tokenizer)} pieces ({args.vocab} asked); {args.dialogues} chitchat dialogues")
     examples = hf_examples(data, tokenizer, args.max_length, args.batch * args.steps, args.hf_unit)
     sizes = (512,) if args.quick else (1024, 2048, 4096)
+    cpu = cpu_description()
     print(f"torch threads {torch.get_num_threads()}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, "
-          f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')}; CPU: {cpu_description()}")
+          f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')}; CPU: {cpu}")
     print("the bf16 matmul peak is measured before and after each side's run (the machine's speed drifts); "
           "each run's MFU is against the mean of the two")
-    peaks: list[float] = []
     dims = dict(layers=cfg.num_hidden_layers, hidden=cfg.hidden_size, ffn=cfg.intermediate_size, vocab=cfg.vocab_size)
     results: dict[str, list[dict]] = {"hf": [], "convssl": []}
-    peaks.append(bf16_peak_flops(sizes))
+    peaks: list[float] = [bf16_peak_flops(sizes)]
+
+    def record(round_: int, name: str, r: dict) -> None:
+        """Score a finished run against the peak probed just before it and just after it."""
+        peaks.append(bf16_peak_flops(sizes))
+        peak = (peaks[-2] + peaks[-1]) / 2
+        flops = model_flops(r["lengths"], r["masked"], **dims)
+        r.update(tokens_per_s=r["tokens"] / r["seconds"], mfu=flops / r["seconds"] / peak, peak_gflops=peak / 1e9)
+        results[name].append(r)
+        print(f"round {round_ + 1} {name:8s} {r['tokens_per_s']:9.0f} real tok/s  MFU {100 * r['mfu']:5.1f}%  "
+              f"(bf16 peak {peaks[-2] / 1e9:.0f} -> {peaks[-1] / 1e9:.0f} GFLOP/s)  "
+              f"peak RSS {r['peak_rss_mib']:.0f} MiB  padding {100 * r['padding']:.0f}%")
+
     for round_ in range(args.rounds):
         torch.manual_seed(round_)
-        for name in ("hf", "convssl"):
-            if name == "hf":
-                r = run_hf(BertForMaskedLM(cfg), tokenizer, examples, args.batch, args.steps, 1e-3, work / f"hf{round_}")
-            else:
-                r = run_convssl(data, args.batch, args.steps, 1e-3, args.max_length, work / f"convssl{round_}")
-            peaks.append(bf16_peak_flops(sizes))
-            peak = (peaks[-2] + peaks[-1]) / 2
-            flops = model_flops(r["lengths"], r["masked"], **dims)
-            r.update(tokens_per_s=r["tokens"] / r["seconds"], mfu=flops / r["seconds"] / peak, peak_gflops=peak / 1e9)
-            results[name].append(r)
-            padding = f"  padding {100 * r['padding']:.0f}%"
-            print(f"round {round_ + 1} {name:8s} {r['tokens_per_s']:9.0f} real tok/s  MFU {100 * r['mfu']:5.1f}%  "
-                  f"(bf16 peak {peaks[-2] / 1e9:.0f} -> {peaks[-1] / 1e9:.0f} GFLOP/s)  "
-                  f"peak RSS {r['peak_rss_mib']:.0f} MiB{padding}")
+        record(round_, "hf", run_hf(BertForMaskedLM(cfg), tokenizer, examples, args.batch, args.steps, 1e-3,
+                                    work / f"hf{round_}"))
+        record(round_, "convssl", run_convssl(data, args.batch, args.steps, 1e-3, args.max_length,
+                                              work / f"convssl{round_}"))
     summary = {}
     for name, rs in results.items():
         summary[name] = {
@@ -276,7 +278,7 @@ def main() -> None:
     summary["ratio"] = float(np.median(ratios))
     summary["ratios_per_round"] = ratios
     summary["peak_gflops"] = [p / 1e9 for p in peaks]  # in order: before HF 1, after HF 1 = before convssl 1, ...
-    summary["cpu"] = cpu_description()
+    summary["cpu"] = cpu
     summary["vocabulary"] = len(tokenizer)
     summary["settings"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     summary["settings"].update({k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")})

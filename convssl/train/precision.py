@@ -14,9 +14,10 @@ from pathlib import Path
 import torch
 
 LOG = logging.getLogger(__name__)
+CPUINFO = Path("/proc/cpuinfo")
 
 
-def cpu_info(path: Path = Path("/proc/cpuinfo")) -> tuple[str, set[str]]:
+def cpu_info(path: Path = CPUINFO) -> tuple[str, set[str]]:
     """(model name, feature flags) of the first CPU listed; ("unknown", set()) off Linux."""
     try:
         lines = path.read_text().splitlines()
@@ -27,14 +28,14 @@ def cpu_info(path: Path = Path("/proc/cpuinfo")) -> tuple[str, set[str]]:
     return model, flags
 
 
-def cpu_description(path: Path = Path("/proc/cpuinfo")) -> str:
+def cpu_description(path: Path = CPUINFO) -> str:
     model, flags = cpu_info(path)
     amx = "with" if "amx_bf16" in flags else "no"
     avx = "with" if "avx512_bf16" in flags else "no"
     return f"{model}, {amx} AMX, {avx} AVX-512 BF16"
 
 
-def slow_bf16_reason(device: torch.device, path: Path = Path("/proc/cpuinfo")) -> str | None:
+def slow_bf16_reason(device: torch.device, path: Path = CPUINFO) -> str | None:
     """Why bf16 autocast is likely slower than fp32 on this device, or None when it should pay."""
     if device.type != "cpu":
         return None
@@ -45,7 +46,7 @@ def slow_bf16_reason(device: torch.device, path: Path = Path("/proc/cpuinfo")) -
             "bf16 autocast may train slower than fp32; try bf16=false and compare tokens/s")
 
 
-def warn_if_bf16_slow(enabled: bool, device: torch.device, path: Path = Path("/proc/cpuinfo")) -> None:
+def warn_if_bf16_slow(enabled: bool, device: torch.device, path: Path = CPUINFO) -> None:
     reason = slow_bf16_reason(device, path) if enabled else None
     if reason is not None:
         LOG.warning(reason)
