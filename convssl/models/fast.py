@@ -269,14 +269,28 @@ def speed_up_encoder(backbone: nn.Module) -> None:
     backbone.config._attn_implementation = ATTENTION_NAME
 
 
-def _row_logsumexp(logits: torch.Tensor, chunk_bytes: int = 1 << 20) -> torch.Tensor:
-    """fp32 log-sum-exp of each row, widened a few rows at a time: one fp32 copy of all the logits
-    is tens of MB of fresh pages (a page fault per 4 KB) where a chunk stays in cache."""
+TINY_PROBABILITY = 1e-30
+"""Below this a label's fp32 probability is near underflow; such rows take their log-sum-exp
+instead, so the loss stays exact for any logit gap."""
+
+
+def _chunked_softmax(logits: torch.Tensor, labels: torch.Tensor, chunk_bytes: int = 1 << 21
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(softmax in the logits' dtype, each label's fp32 probability, whether the label is the
+    row's top logit) in one sweep, a few rows at a time: each chunk is widened to fp32 in cache
+    (one fp32 copy of all the logits is tens of MB of fresh pages), its softmax taken there, the
+    label's probability read off and the rest narrowed into the output."""
+    probs = torch.empty_like(logits)
+    p_label = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
+    correct = torch.empty(logits.shape[0], dtype=torch.bool, device=logits.device)
     rows = max(1, chunk_bytes // (4 * logits.shape[1]))
-    out = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
     for start in range(0, logits.shape[0], rows):
-        torch.logsumexp(logits[start : start + rows].float(), dim=1, out=out[start : start + rows])
-    return out
+        part = slice(start, start + rows)
+        p = torch.softmax(logits[part].float(), dim=1)
+        torch.gather(p, 1, labels[part].unsqueeze(1), out=p_label[part].unsqueeze(1))
+        torch.ge(p_label[part], p.amax(dim=1), out=correct[part])  # exp is monotonic: top p = top logit
+        probs[part].copy_(p)
+    return probs, p_label, correct
 
 
 class _VocabCrossEntropy(torch.autograd.Function):
@@ -285,31 +299,33 @@ class _VocabCrossEntropy(torch.autograd.Function):
     The stock path widens the [tokens x vocabulary] logits to fp32, takes log_softmax, gathers,
     zero-fills a gradient, scatters into it, runs log_softmax's backward and narrows the result
     again: about seven sweeps of the biggest tensor in a small model's step, plus an argmax for
-    the accuracy. Here the softmax reads and writes the logits' dtype (it accumulates in fp32
-    inside), and only the per-row log-sum-exp is taken in fp32, so the loss (log-sum-exp minus
-    the label's logit) and the label's gradient p - 1 are fp32-exact; the other gradients are
-    p / n rounded to bf16, where autocast rounded the fp32 ones anyway. The accuracy compares
-    the label's logit with the row maximum (exact in any dtype).
+    the accuracy. Here one chunked sweep takes the softmax in fp32 and keeps it in the logits'
+    dtype, so the loss (-log of the label's fp32 probability) and the label's gradient p - 1 are
+    fp32-exact; the other gradients are p / n rounded to bf16, where autocast rounded the fp32
+    ones anyway. The backward scales the saved probabilities in place: no second big tensor.
     """
 
     @staticmethod
     def forward(ctx: Any, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        target = logits.gather(1, labels.unsqueeze(1)).squeeze(1)
-        correct = target >= logits.amax(dim=1)
-        log_p = target.float() - _row_logsumexp(logits)
-        probs = softmax_last(logits)  # in the logits' dtype, under autocast too
-        ctx.save_for_backward(probs, log_p, labels)
+        probs, p_label, correct = _chunked_softmax(logits, labels)
+        log_p = p_label.log()
+        tiny = (p_label < TINY_PROBABILITY).nonzero().squeeze(1)
+        if tiny.numel():
+            rows = logits.index_select(0, tiny).float()
+            exact = rows.gather(1, labels.index_select(0, tiny).unsqueeze(1)).squeeze(1) - rows.logsumexp(1)
+            log_p.index_copy_(0, tiny, exact)
+        ctx.save_for_backward(probs, p_label, labels)
         ctx.mark_non_differentiable(correct)
         return -log_p.mean(), correct
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor, _: Any) -> tuple[torch.Tensor, None]:
-        probs, log_p, labels = ctx.saved_tensors
+        probs, p_label, labels = ctx.saved_tensors
         n = probs.shape[0]
         scale = grad / n
-        out = torch.mul(probs, scale)
+        out = probs.mul_(scale)  # the probabilities are not needed again
         # At the labels p - 1 is taken in fp32: p rounded to bf16 first would cancel badly when p ~ 1.
-        out[torch.arange(n, device=probs.device), labels] = ((log_p.exp() - 1.0) * scale).to(out.dtype)
+        out[torch.arange(n, device=probs.device), labels] = ((p_label - 1.0) * scale).to(out.dtype)
         return out, None
 
 

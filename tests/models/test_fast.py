@@ -10,6 +10,7 @@ from convssl.models.fast import (
     ATTENTION_NAME,
     FastDropout,
     LowPrecisionLayerNorm,
+    _chunked_softmax,
     fast_dropout,
     fused_self_attention,
     keep_mask,
@@ -207,3 +208,32 @@ def test_vocab_cross_entropy_keeps_a_confident_label_gradient_precise():
     assert ours.grad[0, 3].item() == pytest.approx(ref.grad[0, 3].item(), rel=1e-2)
     fp32_loss, _ = vocab_cross_entropy(logits, torch.tensor([3, 3]))  # fp32 logits: the stock path
     assert fp32_loss.item() == pytest.approx(loss.item(), rel=1e-4)
+
+
+def test_vocab_cross_entropy_stays_exact_when_the_label_probability_underflows():
+    """A logit gap past fp32's exp range: the row falls back to its log-sum-exp, no inf."""
+    logits = torch.zeros(3, 50)
+    logits[0, 7] = 120.0  # label 0 of row 0 is ~e^-120 likely
+    logits[1, 2] = 3.0
+    logits[2, 9] = 1.0
+    labels = torch.tensor([0, 2, 5])
+    ours = logits.bfloat16().requires_grad_()
+    loss, accuracy = vocab_cross_entropy(ours, labels)
+    loss.backward()
+    ref = logits.clone().requires_grad_()
+    stock = torch.nn.functional.cross_entropy(ref, labels)
+    stock.backward()
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(stock.item(), rel=1e-6)
+    assert accuracy == pytest.approx(1 / 3)
+    assert torch.allclose(ours.grad.float(), ref.grad, atol=1e-3)
+
+
+def test_vocab_cross_entropy_chunks_give_the_same_answer_as_one_sweep():
+    torch.manual_seed(1)
+    logits = (torch.randn(37, 300) * 3).bfloat16()
+    labels = torch.randint(0, 300, (37,))
+    whole = _chunked_softmax(logits, labels, chunk_bytes=1 << 30)
+    chunked = _chunked_softmax(logits, labels, chunk_bytes=4 * 300 * 5)  # 5 rows at a time
+    for a, b in zip(whole, chunked):
+        assert torch.equal(a, b)
+    assert torch.allclose(whole[0].float(), torch.softmax(logits.float(), 1), atol=4e-3)

@@ -1,13 +1,24 @@
-"""The bf16-on-CPU warning reads the CPU's feature flags (cpuinfo files written here)."""
+"""The bf16-on-CPU warning: measured matmul speeds decide it; cpuinfo files written here describe the CPU."""
 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import torch
 
-from convssl.train.precision import cpu_description, cpu_info, slow_bf16_reason, warn_if_bf16_slow
+from convssl.train.precision import (
+    cpu_description,
+    cpu_info,
+    cpu_matmul_speeds,
+    matmul_gflops,
+    slow_bf16_reason,
+    warn_if_bf16_slow,
+)
+
+INTEL_NO_AMX = (250.0, 145.0)  # fp32, bf16 GFLOP/s as measured on a Xeon with AVX-512 BF16 only
+AMD_EPYC = (130.0, 340.0)
 
 
 def _cpuinfo(tmp_path: Path, flags: str) -> Path:
@@ -20,39 +31,44 @@ def _cpuinfo(tmp_path: Path, flags: str) -> Path:
     return path
 
 
-def test_cpu_without_amx_gets_a_reason_naming_the_fix(tmp_path: Path) -> None:
-    path = _cpuinfo(tmp_path, "fpu sse avx512f avx512_bf16 avx512_vnni")
-    reason = slow_bf16_reason(torch.device("cpu"), path)
-    assert reason is not None and "no AMX" in reason and "bf16=false" in reason
-    assert cpu_description(path) == "Intel(R) Xeon(R) Processor, no AMX, with AVX-512 BF16"
+def test_bf16_slower_than_fp32_gets_a_reason_with_both_speeds_and_the_fix() -> None:
+    reason = slow_bf16_reason(torch.device("cpu"), INTEL_NO_AMX)
+    assert reason is not None and "145" in reason and "250" in reason and "bf16=false" in reason
 
 
-def test_amx_cpu_and_other_devices_get_none(tmp_path: Path) -> None:
-    amx = _cpuinfo(tmp_path, "avx512f avx512_bf16 amx_bf16 amx_tile amx_int8")
-    assert slow_bf16_reason(torch.device("cpu"), amx) is None
-    assert cpu_description(amx).endswith("with AMX, with AVX-512 BF16")
-    plain = _cpuinfo(tmp_path, "avx2")
-    assert slow_bf16_reason(torch.device("cuda"), plain) is None
+def test_bf16_faster_than_fp32_or_another_device_gets_none() -> None:
+    assert slow_bf16_reason(torch.device("cpu"), AMD_EPYC) is None
+    assert slow_bf16_reason(torch.device("cuda"), INTEL_NO_AMX) is None
 
 
-def test_unreadable_or_flagless_cpuinfo_says_nothing(tmp_path: Path) -> None:
-    assert cpu_info(tmp_path / "missing") == ("unknown", set())
-    assert slow_bf16_reason(torch.device("cpu"), tmp_path / "missing") is None
-    arm = tmp_path / "arm"
-    arm.write_text("processor\t: 0\nFeatures\t: fp asimd\n")
-    assert slow_bf16_reason(torch.device("cpu"), arm) is None
+def test_a_small_bf16_gain_still_warns_because_casts_eat_it() -> None:
+    assert slow_bf16_reason(torch.device("cpu"), (200.0, 220.0)) is not None
 
 
-def test_warning_is_logged_only_when_bf16_is_on(tmp_path: Path, caplog) -> None:
-    path = _cpuinfo(tmp_path, "avx512f avx512_bf16")
+def test_warning_is_logged_only_when_bf16_is_on(caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="convssl.train.precision"):
-        warn_if_bf16_slow(False, torch.device("cpu"), path)
+        warn_if_bf16_slow(False, torch.device("cpu"), INTEL_NO_AMX)
         assert not caplog.records
-        warn_if_bf16_slow(True, torch.device("cpu"), path)
-    assert any("no AMX" in r.getMessage() for r in caplog.records)
+        warn_if_bf16_slow(True, torch.device("cpu"), INTEL_NO_AMX)
+    assert any("bf16=false" in r.getMessage() for r in caplog.records)
 
 
-def test_this_machines_cpuinfo_parses() -> None:
+def test_the_probe_measures_both_dtypes_on_this_machine() -> None:
+    assert matmul_gflops(torch.float32, size=64, repeats=3) > 0
+    fp32, bf16 = cpu_matmul_speeds()
+    assert math.isfinite(fp32) and math.isfinite(bf16) and fp32 > 0 and bf16 > 0
+    assert cpu_matmul_speeds() == (fp32, bf16)  # probed once per process
+
+
+def test_cpu_description_names_amx_and_avx512_bf16(tmp_path: Path) -> None:
+    no_amx = _cpuinfo(tmp_path, "fpu sse avx512f avx512_bf16 avx512_vnni")
+    assert cpu_description(no_amx) == "Intel(R) Xeon(R) Processor, no AMX, with AVX-512 BF16"
+    amx = _cpuinfo(tmp_path, "avx512f avx512_bf16 amx_bf16 amx_tile amx_int8")
+    assert cpu_description(amx).endswith("with AMX, with AVX-512 BF16")
+
+
+def test_unreadable_cpuinfo_is_unknown(tmp_path: Path) -> None:
+    assert cpu_info(tmp_path / "missing") == ("unknown", set())
     model, flags = cpu_info()
     if Path("/proc/cpuinfo").exists():
         assert model != "unknown" and flags
