@@ -24,6 +24,7 @@ GOMP_SPINCOUNT=0 there.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import tempfile
@@ -248,7 +249,9 @@ def main() -> None:
     peaks: list[float] = [bf16_peak_flops(sizes)]
 
     def record(round_: int, name: str, r: dict) -> None:
-        """Score a finished run against the peak probed just before it and just after it."""
+        """Score a finished run against the peak probed just before it and just after it; the
+        finished run's garbage is collected before the next one starts."""
+        gc.collect()
         peaks.append(bf16_peak_flops(sizes))
         peak = (peaks[-2] + peaks[-1]) / 2
         flops = model_flops(r["lengths"], r["masked"], **dims)
