@@ -79,19 +79,11 @@ class PeakMemory:
 
 
 def bf16_peak_flops(sizes: tuple[int, ...] = (1024, 2048, 4096), repeats: int = 8) -> float:
-    """The best bf16 matmul rate over a few square sizes: the highest peak makes the lowest MFU."""
-    best_rate = 0.0
-    for size in sizes:
-        a = torch.randn(size, size, dtype=torch.bfloat16)
-        b = torch.randn(size, size, dtype=torch.bfloat16)
-        torch.matmul(a, b)
-        best = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            torch.matmul(a, b)
-            best = min(best, time.perf_counter() - start)
-        best_rate = max(best_rate, 2 * size**3 / best)
-    return best_rate
+    """The best bf16 matmul rate (FLOP/s) over a few square sizes: the highest peak makes the
+    lowest MFU."""
+    from convssl.train.precision import matmul_gflops
+
+    return max(matmul_gflops(torch.bfloat16, size, repeats, best=True) for size in sizes) * 1e9
 
 
 def prepare(data: Path | None, n_dialogues: int, work: Path, vocab_size: int = 16000) -> Path:

@@ -72,3 +72,4 @@ def test_unreadable_cpuinfo_is_unknown(tmp_path: Path) -> None:
     model, flags = cpu_info()
     if Path("/proc/cpuinfo").exists():
         assert model != "unknown" and flags
+
