@@ -37,13 +37,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"convssl {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
-    from convssl.tracking.command import TRACKED_VERBS, add_tracking_arguments
+    from convssl.tracking.command import TRACKED_VERBS, add_tracking_arguments, add_tracking_uri_argument
 
     for name, module in _verb_modules().items():
         verb_parser = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(verb_parser)
         if name in TRACKED_VERBS:
             add_tracking_arguments(verb_parser)
+        elif name == "serve":
+            add_tracking_uri_argument(verb_parser)
         verb_parser.set_defaults(_run=module.run)
     return parser
 

@@ -107,11 +107,14 @@ def _list(client: Any, args: argparse.Namespace) -> int:
     versions = sorted(client.search_model_versions(f"name='{args.name}'"), key=lambda v: int(v.version))
     if not versions:
         raise UserError(f"no registered model {args.name!r} (see `convssl registry list`)")
+    by_version: dict[str, list[str]] = {}
+    for alias, number in (client.get_registered_model(args.name).aliases or {}).items():
+        by_version.setdefault(str(number), []).append(alias)
     rows = []
     for v in versions:
         metrics = client.get_run(v.run_id).data.metrics if v.run_id else {}
         shown = ", ".join(f"{k} {val:.4g}" for k, val in sorted(metrics.items()) if k.startswith(("test.", "final.")))[:80]
-        rows.append([v.version, ", ".join(sorted(v.aliases or [])) or "-", (v.tags or {}).get("convssl.kind", ""),
+        rows.append([str(v.version), ", ".join(sorted(by_version.get(str(v.version), []))) or "-", (v.tags or {}).get("convssl.kind", ""),
                      v.run_id or "-", shown])
     _table(f"{args.name}: versions", ["version", "aliases", "kind", "run", "metrics"], rows)
     return 0

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gc
 import hmac
+import json
 import logging
 import re
 import secrets
@@ -155,6 +156,20 @@ def _describe_validation(exc: RequestValidationError) -> tuple[int, str]:
     return 422, "; ".join(parts)
 
 
+def served_model(classifier_path: str) -> dict[str, Any]:
+    """Which classifier is served: the registered version (name, version, aliases, run) when it came
+    from `models:/NAME@ALIAS`, else its folder; shown in /healthz and the agent console."""
+    from convssl.tracking.recorder import REGISTERED
+
+    record = Path(classifier_path) / REGISTERED
+    info: dict[str, Any] = {"path": str(classifier_path)}
+    if record.is_file():
+        with contextlib.suppress(ValueError, OSError):
+            data = json.loads(record.read_text(encoding="utf-8"))
+            info.update({k: data.get(k) for k in ("name", "version", "aliases", "reference", "run_id")})
+    return info
+
+
 def _static(name: str, media_type: str) -> Response:
     return Response((STATIC / name).read_bytes(), media_type=media_type, headers=PAGE_HEADERS)
 
@@ -262,11 +277,14 @@ def create_app(config: ServeConfig, brain: Brain | None = None) -> FastAPI:
             raise HTTPException(404, "not found")
         return _static(name, types[suffix])
 
+    classifier = served_model(config.classifier_path) if config.classifier_path else {}
+
     @app.get("/healthz")
     async def health() -> dict[str, Any]:
         s = S()
         return {"ok": True, "batches": s.batcher.stats(), "db_commits": s.store.commits,
-                "cache_hits": s.brain.cache_hits, "models": getattr(s.brain, "backends", {})}
+                "cache_hits": s.brain.cache_hits, "models": getattr(s.brain, "backends", {}),
+                "classifier": classifier}
 
     # ------------------------------------------------------------------ chat
     @app.post("/v1/chat", response_model=ChatOut)

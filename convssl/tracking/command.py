@@ -39,6 +39,13 @@ def add_tracking_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-tracking", action="store_true", help="record nothing in MLflow; same as tracking=false")
 
 
+def add_tracking_uri_argument(parser: argparse.ArgumentParser) -> None:
+    """For verbs that only read the registry (`serve classifier_path=models:/NAME@ALIAS`)."""
+    parser.add_argument("--tracking-uri", metavar="URI",
+                        help="MLflow server or store that models:/ references are read from "
+                             "(default $MLFLOW_TRACKING_URI, else runs/mlflow/mlflow.db)")
+
+
 def pop_tracking_overrides(args: argparse.Namespace) -> dict[str, str]:
     """`tracking=false`, `tracking.uri=...` among a verb's key=value items belong to the dispatcher."""
     found: dict[str, str] = {}

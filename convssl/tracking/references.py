@@ -96,7 +96,7 @@ def download_version(client: Any, version: Any, uri: str) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(tmp), tracking_uri=uri)
         folder = _only_subfolder(tmp)
-        record = {"name": version.name, "version": version.version, "run_id": version.run_id,
+        record = {"name": version.name, "version": str(version.version), "run_id": version.run_id,
                   "source": version.source, "tracking_uri": uri}
         (folder / REGISTERED).write_text(json.dumps(record, indent=2), encoding="utf-8")
         try:

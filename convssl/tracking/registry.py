@@ -286,7 +286,7 @@ def lineage(client: Any, name_or_ref: str) -> dict[str, Any]:
                      for d in (step.inputs.dataset_inputs or [])],
         })
     aliases = sorted(version.aliases or [])
-    return {"name": version.name, "version": version.version, "aliases": aliases, "run_id": version.run_id,
+    return {"name": version.name, "version": str(version.version), "aliases": aliases, "run_id": version.run_id,
             "fingerprint": (version.tags or {}).get("convssl.fingerprint"), "source": version.source, "steps": steps}
 
 
