@@ -191,7 +191,7 @@ def read_labelled(paths: Sequence[str], what: str) -> tuple[list, int, list[dict
 
 def load_data(config: FinetuneRunConfig) -> LabelledData:
     """Train / validation / test examples, validation carved from train when none is given, then k-shot."""
-    from convssl.downstream.finetune import sample_k_shot, split_in_scope, stratified_split
+    from convssl.downstream.data import sample_k_shot, split_in_scope, stratified_split
 
     examples, rejected, records = read_labelled(config.data, "data")
     train = [e for e in examples if e.split == "train"]
@@ -311,7 +311,8 @@ def run(args: argparse.Namespace) -> int:
 def train_and_score(config: FinetuneRunConfig, model: Path, data: LabelledData, folder: Path) -> dict[str, Any]:
     """Train into `folder`, score validation and test, and write config.yaml and metrics.json beside it."""
     from convssl.config import save_config
-    from convssl.downstream.finetune import evaluate_intents, finetune_intent
+    from convssl.downstream.evaluation import evaluate_intents
+    from convssl.downstream.finetune import finetune_intent
     from convssl.models.encoder import ModelFolderError
     from convssl.runs import write_json_atomic
 
