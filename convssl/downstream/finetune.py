@@ -34,7 +34,8 @@ from convssl.downstream.intent_classifier import IntentClassifier, IntentMeta, f
 from convssl.downstream.saving import save_classifier
 from convssl.downstream.setfit import train_setfit
 from convssl.downstream.training import adamw_with_schedule, class_weight_tensor, fit_head, optimizer_step
-from convssl.models.encoder import Encoder, pool, resolve_model_path
+from convssl.models.encoder import Encoder, pool
+from convssl.models.reference import resolve_model_path
 from convssl.train.precision import warn_if_bf16_slow
 from convssl.utils.compute import autocast, seed_everything, set_threads
 from convssl.utils.progress import progress_bar

@@ -33,7 +33,8 @@ from convssl.downstream.evaluation import calibrate, evaluate_intents
 from convssl.downstream.intent_classifier import IntentClassifier, IntentMeta, fit_mahalanobis
 from convssl.downstream.saving import save_classifier
 from convssl.downstream.training import adamw_with_schedule, fit_head, optimizer_step
-from convssl.models.encoder import Encoder, pool, resolve_model_path
+from convssl.models.encoder import Encoder, pool
+from convssl.models.reference import resolve_model_path
 from convssl.utils.compute import autocast, seed_everything, set_threads
 from convssl.utils.progress import progress_bar
 

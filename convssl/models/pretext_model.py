@@ -20,8 +20,9 @@ from torch import nn
 
 from convssl.data.special_tokens import special_ids
 from convssl.models.fast import speed_up_encoder
-from convssl.models.local import WEIGHT_FILE, ModelFolderError, check_model_folder, load_backbone
+from convssl.models.local import WEIGHT_FILE, load_backbone
 from convssl.models.presets import DECODER_ARCHS, ModelConfig, hf_config, validate
+from convssl.models.reference import ModelFolderError, check_model_folder
 
 
 class HeadedObjective(Protocol):

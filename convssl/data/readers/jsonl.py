@@ -25,10 +25,6 @@ from convssl.data.readers.roles import infer_roles
 from convssl.data.rejects import RejectLog
 
 
-def looks_like_dialogue(item: Any) -> bool:
-    return isinstance(item, dict) and isinstance(item.get("turns"), list)
-
-
 def parse_dialogue(item: Any, default_id: str, source: str) -> Dialogue:
     """Validate one generic dialogue record; MissingField names the missing or wrong field."""
     if not isinstance(item, dict):

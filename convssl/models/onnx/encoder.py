@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from convssl.models.encoder import Encoder, resolve_model_path
+from convssl.models.encoder import Encoder
 from convssl.models.onnx.export import (
     ExportReport,
     OnnxOptions,
@@ -24,6 +24,7 @@ from convssl.models.onnx.export import (
     write_report,
 )
 from convssl.models.onnx.jobs import Feeder, Job, length_groups, run_jobs, token_work
+from convssl.models.reference import resolve_model_path
 
 LOG = logging.getLogger("convssl.onnx")
 
