@@ -14,7 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from convssl.data.dialogue import IntentExample
-from convssl.data.readers._common import DEFAULT_MAX_LINE_BYTES, decoded_lines, read_json_document
+from convssl.data.readers._common import (
+    decoded_lines,
+    line_reader,
+    read_json_document,
+)
 from convssl.data.readers.csvfile import csv_rows, header_columns
 from convssl.data.rejects import RejectLog
 
@@ -45,15 +49,8 @@ def is_intent_header(header: list[str]) -> bool:
     return "text" in cols and any(c in cols for c in LABEL_COLUMNS)
 
 
-def read_intents(
-    path: str | Path,
-    rejects: RejectLog | None = None,
-    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-    limit: int | None = None,
-    **_: Any,
-) -> Iterator[IntentExample]:
-    path = Path(path)
-    rejects = rejects if rejects is not None else RejectLog()
+@line_reader
+def read_intents(path: Path, rejects: RejectLog, max_line_bytes: int, limit: int | None) -> Iterator[IntentExample]:
     suffix = path.suffix.lower()
     if suffix == ".csv":
         items = _read_csv(path, rejects, max_line_bytes)
