@@ -16,7 +16,7 @@ from types import ModuleType
 
 from convssl import __version__
 
-VERB_ORDER = ["prepare", "tokenizer", "pretrain", "evaluate", "finetune", "serve", "feedback"]
+VERB_ORDER = ["prepare", "tokenizer", "pretrain", "evaluate", "finetune", "serve", "feedback", "agents"]
 
 
 class UserError(Exception):
