@@ -111,7 +111,8 @@ def read_one(path_text: str, drop_labels: bool) -> tuple[list[str], dict]:
     for dialogue in result.dialogues:
         texts += dialogue_utterances(dialogue)
     summary = {"input": path_text, "kind": "intents (labels dropped, train split)" if result.intents else "dialogues",
-               "utterances": len(texts), "rejected": rejects.total}
+               "utterances": len(texts), "rejected": rejects.total,
+               "first_reject": rejects.records[0].get("message") if rejects.records else None}
     return texts, summary
 
 
@@ -124,8 +125,9 @@ def read_pool(paths: Sequence[str], drop_labels: bool = False, exclude: Iterable
     for path in paths:
         found, summary = read_one(path, drop_labels)
         if not found:
-            raise PoolError(f"unlabeled pool {path}: no utterances found ({summary['kind']}, "
-                            f"{summary.get('rejected', 0)} records rejected)")
+            why = f": {summary['first_reject']}" if summary.get("first_reject") else ""
+            raise PoolError(f"unlabeled pool {path}: no utterances found ({summary.get('rejected', 0)} records "
+                            f"rejected{why})")
         texts += found
         sources.append(summary)
     banned = {normalise(t) for t in exclude}

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 
 from convssl.downstream.top_layers import CachedStates, TopLayerEncoder
+from convssl.downstream.training import linear_schedule
+from convssl.utils.progress import progress_bar
 
 
 def class_centroids(embeddings: np.ndarray, label_ids: np.ndarray, num_labels: int) -> np.ndarray:
@@ -35,8 +37,6 @@ def train_top_layers(encoder: TopLayerEncoder, cached: CachedStates, rows: Seque
     `rows` index `cached`; `label_ids[i]` is the label of `rows[i]`. The number of steps is
     `epochs` passes over the rows, at least `min_steps` (a handful of shots is too few batches
     for the optimiser to move)."""
-    from convssl.downstream.finetune import linear_schedule, progress
-
     rows = np.asarray(rows)
     embeddings = encoder.embed(CachedStates([cached.states[i] for i in rows]))
     prototypes = torch.nn.Parameter(torch.from_numpy(class_centroids(embeddings, label_ids, num_labels)))
@@ -50,7 +50,7 @@ def train_top_layers(encoder: TopLayerEncoder, cached: CachedStates, rows: Seque
     rng = np.random.default_rng(seed)
     targets = torch.from_numpy(np.asarray(label_ids, dtype=np.int64))
     losses: list[float] = []
-    bar = progress(steps, desc)
+    bar = progress_bar(steps, desc, unit="step")
     order = rng.permutation(len(rows))
     position = 0
     for block in encoder.top_blocks():

@@ -23,7 +23,7 @@ class PseudoLabels:
     rows: np.ndarray  # indices into the pool
     labels: np.ndarray  # label id per kept row
     teacher_labels: np.ndarray  # teacher's label for every pool row (diagnostics)
-    propagated_labels: np.ndarray  # label propagation's label for every pool row
+    propagated_labels: np.ndarray | None  # label propagation's label for every pool row (agreement only)
 
     @property
     def kept_fraction(self) -> float:
@@ -85,3 +85,17 @@ def agreement_pseudo_labels(shot_emb: np.ndarray, shot_labels: np.ndarray, pool_
             kept.append(mine[np.argsort(-confidence[teacher[rows] == label], kind="stable")][:max_per_label])
         rows = np.sort(np.concatenate(kept)) if kept else rows
     return PseudoLabels(rows=rows, labels=teacher[rows], teacher_labels=teacher, propagated_labels=lp_labels)
+
+
+def confident_pseudo_labels(teacher_probs: np.ndarray, num_labels: int, fraction: float) -> PseudoLabels:
+    """Plain self-training: per intent, the teacher's most confident `fraction` of its predictions
+    (class-balanced, so a frequent intent cannot crowd out the rest). Kept for the ablation."""
+    teacher = teacher_probs.argmax(axis=1)
+    confidence = teacher_probs.max(axis=1)
+    kept = []
+    for label in range(num_labels):
+        mine = np.flatnonzero(teacher == label)
+        n = int(np.ceil(fraction * len(mine)))
+        kept.append(mine[np.argsort(-confidence[mine], kind="stable")][:n])
+    rows = np.sort(np.concatenate(kept))
+    return PseudoLabels(rows=rows, labels=teacher[rows], teacher_labels=teacher, propagated_labels=None)

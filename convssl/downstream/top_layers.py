@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from convssl.models.encoder import pool
+from convssl.utils.compute import autocast
 
 
 class UnsupportedEncoderError(ValueError):
@@ -90,8 +91,6 @@ class TopLayerEncoder:
         return [p for block in self.top_blocks() for p in block.parameters()]
 
     def _autocast(self):
-        from convssl.downstream.finetune import autocast
-
         return autocast(self.bf16)
 
     @torch.inference_mode()
