@@ -199,7 +199,9 @@ def load_data(config: FinetuneRunConfig) -> LabelledData:
 
     examples, rejected, records = read_labelled(config.data, "data")
     train = [e for e in examples if e.split == "train"]
-    val = [e for e in examples if e.split == "validation"]
+    # A k-shot run reads no label beyond its k shots per intent: the data's own validation split
+    # (CLINC150's 3,100 labelled examples) is left out too; only an explicit --val is used.
+    val = [e for e in examples if e.split == "validation"] if config.k_shot == 0 else []
     test = [e for e in examples if e.split == "test"]
     if config.validation:
         extra, n_bad, bad = read_labelled(config.validation, "validation set")

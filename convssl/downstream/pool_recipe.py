@@ -30,7 +30,7 @@ from convssl.data.dialogue import IntentExample
 from convssl.downstream.config import FinetuneConfig
 from convssl.downstream.data import intent_labels, split_in_scope
 from convssl.downstream.evaluation import calibrate, evaluate_intents
-from convssl.downstream.intent_classifier import IntentClassifier, IntentMeta
+from convssl.downstream.intent_classifier import IntentClassifier, IntentMeta, fit_mahalanobis, in_scope_score
 from convssl.downstream.pool import normalise
 from convssl.downstream.prototype_training import train_top_layers
 from convssl.downstream.saving import save_classifier
@@ -81,9 +81,15 @@ def select_pseudo_labels(config: FinetuneConfig, shot_emb: np.ndarray, shot_ids:
     return confident_pseudo_labels(probs, num_labels, pc.confident_fraction)
 
 
-def pool_threshold(classifier: IntentClassifier, pool_texts: Sequence[str], keep_fraction: float) -> float:
-    """The score that accepts `keep_fraction` of the (unlabeled, in-domain) pool."""
-    _, scores = classifier.logits_and_scores(list(pool_texts))
+def pool_threshold(classifier: IntentClassifier, pool_emb: np.ndarray, keep_fraction: float) -> float:
+    """The score that accepts `keep_fraction` of the (unlabeled, in-domain) pool.
+
+    Scored from the pool's cached embeddings, which are the classifier's own features (the saved
+    encoder is the cached bottom plus the same top), so the pool is not encoded a second time."""
+    features = torch.from_numpy(pool_emb)
+    weight, bias = classifier.head
+    logits = features @ weight.T + bias
+    scores = in_scope_score(classifier.meta.score, logits, features, classifier.oos_stats).numpy()
     return float(np.quantile(scores, 1.0 - keep_fraction))
 
 
@@ -137,6 +143,7 @@ def train_pool_recipe(
     head = fit_head(shot_emb, shot_ids, len(labels), pc.head_c, config.seed)
     clock.lap("teacher")
 
+    rows, row_ids = shot_rows, shot_ids
     rounds: list[dict[str, Any]] = []
     for round_index in range(pc.rounds if pool_list else 0):
         pool_emb = embed(pool_rows)
@@ -163,11 +170,12 @@ def train_pool_recipe(
                       max_length=config.max_length, pooling=config.pooling, labels=labels)
     for p in encoder.model.parameters():
         p.requires_grad_(True)
-    classifier = IntentClassifier(encoder.model, encoder.tokenizer, meta, head=head)
+    stats = (fit_mahalanobis(embed(rows), row_ids, len(labels)) if config.oos_score == "mahalanobis" else None)
+    classifier = IntentClassifier(encoder.model, encoder.tokenizer, meta, head=head, oos_stats=stats)
     calibration = calibrate(classifier, val_list, config) if val_list else None
     threshold_from = "validation" if calibration else None
     if calibration is None and pool_list:
-        classifier.threshold = pool_threshold(classifier, pool_list, config.keep_fraction)
+        classifier.threshold = pool_threshold(classifier, embed(pool_rows), config.keep_fraction)
         threshold_from = f"unlabeled pool ({config.keep_fraction:.0%} accepted)"
     val_metrics = evaluate_intents(classifier, val_list) if val_list else {}
     clock.lap("threshold")

@@ -12,7 +12,9 @@ import pytest
 
 from convssl.cli import main
 from convssl.downstream.intent_classifier import IntentClassifier
+from tests.evaluate import slices
 
+clinc_slice = slices.clinc_slice
 INTENTS = ["card_arrival", "exchange_rate", "change_pin", "top_up_failed", "terminate_account",
            "lost_or_stolen_card", "card_linking", "atm_support", "cash_withdrawal_charge", "pending_transfer"]
 FAST = ["threads=1"]
@@ -79,3 +81,14 @@ def test_bad_pools_get_one_clear_line(banking, tmp_path, capsys, pool, flags, me
     err = capsys.readouterr().err.strip()
     assert rc == 2 and not out.exists()
     assert len(err.splitlines()) == 1 and re.search(message, err), err
+
+
+def test_a_k_shot_run_reads_no_label_beyond_its_shots(clinc_slice):
+    """CLINC150 ships a labelled validation split: a k-shot run leaves it out and carves nothing."""
+    from convssl.cli.finetune import FinetuneRunConfig, load_data
+
+    full = load_data(FinetuneRunConfig(data=[str(clinc_slice)]))
+    shots = load_data(FinetuneRunConfig(data=[str(clinc_slice)], k_shot=3))
+    assert len(full.val) == 8 * 10 + 40
+    assert shots.val == [] and not shots.carved_validation and len(shots.train) == 8 * 3
+    assert len(shots.test) == len(full.test)  # test is only scored, in both
