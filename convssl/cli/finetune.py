@@ -300,9 +300,9 @@ def run(args: argparse.Namespace) -> int:
     config = build_config(args)
     out = Path(config.out)
     _check_out(out, args.overwrite)
+    model = resolve_model(config.model)
     data = load_data(config)
     pool = load_pool(config, data)
-    model = resolve_model(config.model)
     tmp = _temporary_sibling(out)
     if tmp.exists():
         shutil.rmtree(tmp)
