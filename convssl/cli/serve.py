@@ -23,8 +23,8 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from convssl.config import load_config
+    from convssl.serve.analysis import Brain
     from convssl.serve.app import create_app, uvicorn_config
-    from convssl.serve.bot import Brain
     from convssl.serve.config import ServeConfig
 
     config = load_config(ServeConfig, args.config, args.overrides)

@@ -27,11 +27,12 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from convssl.serve import db
+from convssl.serve.analysis import Brain
 from convssl.serve.batching import MicroBatcher
-from convssl.serve.bot import AGENT_NOTICE, QUEUED_NOTICE, Brain, Policy, SessionState
 from convssl.serve.config import ServeConfig
 from convssl.serve.events import EventHub, session_stream
 from convssl.serve.feedback import export_jsonl_lines
+from convssl.serve.policy import AGENT_NOTICE, QUEUED_NOTICE, Policy, SessionState
 
 LOG = logging.getLogger("convssl.serve")
 STATIC = Path(__file__).resolve().parent / "static"
@@ -80,6 +81,12 @@ class ChatOut(BaseModel):
     user_message_id: int
     notice: bool = False
     top: list[tuple[str, float]] = []
+    # what the bot did (policy.KINDS), why it escalated, the intents a clarifying question offers,
+    # and whether the turn counted as understood: what `convssl conversations test` checks
+    kind: Literal["answer", "smalltalk", "bank", "clarify", "fallback", "escalate", "agent"] = "answer"
+    reason: str | None = None
+    options: list[str] = []
+    understood: bool = False
 
 
 class FeedbackIn(BaseModel):
@@ -167,7 +174,7 @@ class ServeState:
         self.store = db.Store(config.db_path)
         self.hub = EventHub()
         self.batcher = MicroBatcher(brain.analyze, config.batching.max_batch, config.batching.max_wait_ms)
-        self.policy = Policy(brain.templates, config.escalation, config.responder.threshold, config.fallback_reply)
+        self.policy = Policy.for_brain(brain, config)
         self.limiter = RateLimiter(config.limits.requests_per_minute)
         self.new_sessions = RateLimiter(config.limits.max_sessions_per_minute)
         self.sessions: OrderedDict[str, SessionState] = OrderedDict()
@@ -483,7 +490,8 @@ async def _to_agent(s: ServeState, session_id: str, state: SessionState, text: s
     reply = AGENT_NOTICE.format(agent=agent or "our team") if state.status == "agent" else QUEUED_NOTICE
     return JSONResponse({"session_id": session_id, "reply": reply, "intent": None, "confidence": None,
                          "escalated": True, "handled_by": "agent", "message_id": uid, "user_message_id": uid,
-                         "notice": True, "top": []})
+                         "notice": True, "top": [], "kind": "agent", "reason": None, "options": [],
+                         "understood": False})
 
 
 async def _to_bot(s: ServeState, session_id: str, state: SessionState, body: ChatIn) -> JSONResponse:
@@ -509,6 +517,7 @@ async def _to_bot(s: ServeState, session_id: str, state: SessionState, body: Cha
 
     uid, bid = await s.store.write(write)
     state.low_conf_streak = 0 if decision.escalate else decision.streak
+    state.options = decision.options
     if decision.escalate:
         state.status = "queued"
     elif state.status == "resolved":
@@ -518,7 +527,9 @@ async def _to_bot(s: ServeState, session_id: str, state: SessionState, body: Cha
     return JSONResponse({"session_id": session_id, "reply": decision.reply, "intent": decision.intent,
                          "confidence": round(decision.confidence, 4), "escalated": decision.escalate,
                          "handled_by": "bot", "message_id": bid, "user_message_id": uid, "notice": False,
-                         "top": [[lab, round(p, 4)] for lab, p in decision.top]})
+                         "top": [[lab, round(p, 4)] for lab, p in decision.top],
+                         "kind": decision.kind, "reason": decision.reason, "options": decision.options,
+                         "understood": decision.understood})
 
 
 # ---------------------------------------------------------------------------------------------- running
