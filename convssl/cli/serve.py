@@ -23,9 +23,10 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from convssl.config import load_config
-    from convssl.serve.app import create_app, uvicorn_config
+    from convssl.serve.app import create_app
     from convssl.serve.bot import Brain
     from convssl.serve.config import ServeConfig
+    from convssl.serve.server import uvicorn_config
 
     config = load_config(ServeConfig, args.config, args.overrides)
     if args.host:

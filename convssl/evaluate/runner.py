@@ -40,7 +40,8 @@ from convssl.evaluate.tasks import (
     parse_task,
     stratified_subsample,
 )
-from convssl.models.encoder import folder_fingerprint, resolve_model_path
+from convssl.models.encoder import folder_fingerprint
+from convssl.models.reference import resolve_model_path
 
 LOG = logging.getLogger("convssl.evaluate")
 

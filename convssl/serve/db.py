@@ -152,9 +152,6 @@ class Store:
     async def write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         return await asyncio.wrap_future(self.submit(fn))
 
-    def write_sync(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-        return self.submit(fn).result()
-
     def read_sync(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         with self._read_lock:
             return fn(self._reader)

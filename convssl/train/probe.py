@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from convssl.utils.compute import autocast
+
 LOG = logging.getLogger("convssl.train")
 
 
@@ -91,7 +93,7 @@ def embed_texts(
         )
         ids = enc["input_ids"].to(device)
         mask = enc["attention_mask"].to(device)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+        with autocast(bf16, device.type):
             hidden = backbone(input_ids=ids, attention_mask=mask).last_hidden_state
         vectors = pool(hidden.float(), mask).cpu().numpy()
         if out is None:
