@@ -344,7 +344,7 @@ def train_and_score(config: FinetuneRunConfig, model: Path, data: LabelledData, 
 
 def at_chance_warnings(oos_label: str | None, scored: dict[str, tuple[dict[str, Any], list]]) -> list[str]:
     """A line per split whose closed-set accuracy is at chance level (guessing the commonest intent)."""
-    from convssl.chance import UNDERTRAINED_HINT, chance_accuracy, chance_warning
+    from convssl.utils.chance import UNDERTRAINED_HINT, chance_accuracy, chance_warning
 
     warnings = []
     for split, (metrics, examples) in scored.items():

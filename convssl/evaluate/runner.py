@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from convssl.chance import UNDERTRAINED_HINT, chance_accuracy, chance_warning
 from convssl.config import to_dict
 from convssl.data.dialogue import IntentExample
 from convssl.evaluate import intent as intent_mod
@@ -42,6 +41,7 @@ from convssl.evaluate.tasks import (
 )
 from convssl.models.encoder import folder_fingerprint
 from convssl.models.reference import resolve_model_path
+from convssl.utils.chance import UNDERTRAINED_HINT, chance_accuracy, chance_warning
 
 LOG = logging.getLogger("convssl.evaluate")
 
@@ -56,7 +56,7 @@ class Row:
     metrics: dict[str, Any]
     seconds: float
     note: str = ""
-    warning: str = ""  # set when the row's score is at chance level (convssl.chance)
+    warning: str = ""  # set when the row's score is at chance level (convssl.utils.chance)
 
 
 @dataclass

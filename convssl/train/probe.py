@@ -125,7 +125,7 @@ def probe_accuracy(
 
 def warn_if_probe_at_chance(accuracy: float, test_labels: list[str], step: int | None) -> str | None:
     """Log (and return) a warning when the probe is no better than guessing the commonest label."""
-    from convssl.chance import chance_accuracy, chance_warning
+    from convssl.utils.chance import chance_accuracy, chance_warning
 
     warning = chance_warning("probe accuracy", accuracy, chance_accuracy(test_labels), len(test_labels),
                              "the encoder is still at its starting point: keep training")

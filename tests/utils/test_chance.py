@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from convssl.chance import chance_accuracy, chance_warning, near_chance
+from convssl.utils.chance import chance_accuracy, chance_warning, near_chance
 
 
 def test_chance_is_the_commonest_label_share():
