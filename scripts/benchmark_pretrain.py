@@ -119,7 +119,8 @@ def hf_examples(data: Path, tokenizer, max_length: int, count: int, unit: str = 
     """One example per dialogue ([CLS] turns [SEP], cut to max_length), or per turn with
     `unit="turn"` (the line-by-line recipe: short rows, much more padding)."""
     from convssl.data.shards import ShardReader
-    from convssl.pretext.base import special_ids, turn_segment
+    from convssl.data.special_tokens import special_ids
+    from convssl.pretext.base import turn_segment
 
     ids = special_ids(tokenizer)
     rows = []
@@ -217,9 +218,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     from transformers import BertForMaskedLM
 
+    from convssl.data.special_tokens import special_ids
     from convssl.data.tokenizer import load_tokenizer
     from convssl.models.presets import ModelConfig, hf_config
-    from convssl.pretext.base import special_ids
     from convssl.train.precision import cpu_description
 
     work = Path(tempfile.mkdtemp(prefix="convssl-bench-"))

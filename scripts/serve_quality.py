@@ -35,8 +35,9 @@ def main() -> int:
     torch.set_num_threads(1)
 
     from convssl.downstream.intent_classifier import IntentClassifier, softmax
+    from convssl.downstream.onnx_classifier import onnx_classifier
     from convssl.models.encoder import Encoder
-    from convssl.models.onnx_backend import OnnxOptions, embedding_check, onnx_classifier, onnx_encoder
+    from convssl.models.onnx import OnnxOptions, embedding_check, onnx_encoder
     from convssl.serve.analysis import quantize_int8
     from convssl.serve.config import ServeConfig
     from convssl.serve.detectors import (

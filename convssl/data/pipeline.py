@@ -36,6 +36,7 @@ from convssl.data.readers._common import DEFAULT_MAX_LINE_BYTES
 from convssl.data.rejects import REJECT_REASONS, RejectLog
 from convssl.data.report import corpus_arrays, corpus_stats, write_report
 from convssl.data.splits import DEFAULT_RATIOS, assign_split, unit_hash, validate_ratios
+from convssl.utils.progress import progress_bar
 
 LOG = logging.getLogger("convssl.prepare")
 
@@ -159,9 +160,7 @@ def _turns(dialogues: Sequence[Dialogue]) -> int:
 
 
 def _bar(enabled: bool, total: int, desc: str) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit=" dialogues", leave=False, disable=not enabled, mininterval=0.5)
+    return progress_bar(total, desc, unit=" dialogues", enabled=enabled)
 
 
 class _FilteredLog:
@@ -506,9 +505,7 @@ def _set_timings(report: dict[str, Any], run: _Run, started: float, cpu_started:
 
 
 def _read(run: _Run, config: PrepareConfig, rejects: RejectLog) -> ReadResult:
-    from tqdm import tqdm
-
-    bar = tqdm(desc="read", unit=" records", leave=False, disable=not run.progress, mininterval=0.5)
+    bar = progress_bar(None, "read", unit=" records", enabled=run.progress)
     result = read_inputs(config.inputs.paths or None, format=config.inputs.format, strict=config.inputs.strict,
                          rejects=rejects, limit=config.inputs.limit, max_line_bytes=config.inputs.max_line_bytes,
                          progress=lambda _name, n: bar.update(n))

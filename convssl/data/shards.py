@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from convssl.data.dialogue import ROLES, Dialogue
+from convssl.utils.progress import progress_bar
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -283,9 +284,7 @@ def write_shards(
 def _progress_bar(enabled: bool, split: str) -> Any:
     if not enabled:
         return None
-    from tqdm import tqdm
-
-    return tqdm(desc=f"tokenising {split}", unit=" dialogues", leave=False)
+    return progress_bar(None, f"tokenising {split}", unit=" dialogues")
 
 
 def _split_stats(

@@ -17,7 +17,6 @@ Both carry ``convssl_intent.json`` with the out-of-scope rule: a score per text 
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from convssl.models.encoder import check_model_folder, pool
+from convssl.models.encoder import pool
+from convssl.models.reference import check_model_folder
 
 META_FILE = "convssl_intent.json"
 HEAD_FILE = "head.safetensors"
@@ -167,13 +167,6 @@ class IntentClassifier:
         (folder / META_FILE).write_text(json.dumps(self.meta.to_dict(), indent=2, ensure_ascii=False),
                                         encoding="utf-8")
         return folder
-
-    def copy_to(self, path: str | Path) -> Path:
-        """Like save, but keeps nothing else from a previous folder at that path."""
-        folder = Path(path)
-        if folder.exists():
-            shutil.rmtree(folder)
-        return self.save(folder)
 
     # ----------------------------------------------------------------- inference
     def _tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:

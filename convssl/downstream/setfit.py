@@ -28,22 +28,15 @@ import torch
 
 from convssl.data.dialogue import IntentExample
 from convssl.downstream.config import FinetuneConfig
-from convssl.downstream.finetune import (
-    autocast,
-    calibrate,
-    evaluate_intents,
-    intent_labels,
-    linear_schedule,
-    pad_batch,
-    prepare_splits,
-    progress,
-    save_classifier,
-    set_seed,
-    set_threads,
-    tokenize_all,
-)
+from convssl.downstream.data import intent_labels, pad_batch, pad_id_of, prepare_splits, tokenize_all
+from convssl.downstream.evaluation import calibrate, evaluate_intents
 from convssl.downstream.intent_classifier import IntentClassifier, IntentMeta, fit_mahalanobis
-from convssl.models.encoder import Encoder, pool, resolve_model_path
+from convssl.downstream.saving import save_classifier
+from convssl.downstream.training import adamw_with_schedule, fit_head, optimizer_step
+from convssl.models.encoder import Encoder, pool
+from convssl.models.reference import resolve_model_path
+from convssl.utils.compute import autocast, seed_everything, set_threads
+from convssl.utils.progress import progress_bar
 
 LOG = logging.getLogger("convssl.setfit")
 
@@ -72,18 +65,14 @@ def contrastive_tune(model: torch.nn.Module, tokenizer, texts: Sequence[str], la
     """Tune the encoder in place; returns the loss per step."""
     sf = config.setfit
     ids = tokenize_all(tokenizer, texts, config.max_length)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad_id = pad_id_of(tokenizer)
     steps = max(1, sf.iterations * math.ceil(len(texts) / (2 * max(1, min(sf.batch_size, label_ids.max() + 1)))))
     rng = np.random.default_rng(config.seed)
     batches = contrastive_batches(label_ids, sf.batch_size, steps, rng)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "norm" not in n.lower()]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "norm" not in n.lower())]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=sf.lr)
-    scheduler = linear_schedule(optimizer, int(config.warmup_ratio * steps), steps)
+    optimizer, scheduler = adamw_with_schedule(model, sf.lr, config.weight_decay, int(config.warmup_ratio * steps), steps)
     model.train()
     losses: list[float] = []
-    bar = progress(steps, "setfit contrastive")
+    bar = progress_bar(steps, "setfit contrastive", unit="step")
     for anchors, positives in batches:
         input_ids, mask = pad_batch([ids[i] for i in np.concatenate([anchors, positives])], pad_id)
         with autocast(config.bf16):
@@ -93,35 +82,12 @@ def contrastive_tune(model: torch.nn.Module, tokenizer, texts: Sequence[str], la
         logits = sf.scale * a @ p.T
         loss = 0.5 * (torch.nn.functional.cross_entropy(logits, torch.arange(len(a)))
                       + torch.nn.functional.cross_entropy(logits.T, torch.arange(len(a))))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
+        losses.append(optimizer_step(model, loss, optimizer, scheduler))
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
     bar.close()
     model.eval()
     return losses
-
-
-def fit_head(embeddings: np.ndarray, label_ids: np.ndarray, num_labels: int, c: float,
-             seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Multinomial logistic regression; returns (weight [C, D], bias [C]) for a torch linear map."""
-    from sklearn.linear_model import LogisticRegression
-
-    present = np.unique(label_ids)
-    lr = LogisticRegression(C=c, max_iter=2000, random_state=seed)
-    lr.fit(embeddings, label_ids)
-    dim = embeddings.shape[1]
-    weight = np.zeros((num_labels, dim), dtype=np.float32)
-    bias = np.full(num_labels, -1e4, dtype=np.float32)  # labels without examples are never chosen
-    if len(present) == 2:  # sklearn keeps one row for two classes: logits [0, w.x + b]
-        weight[present[1]], bias[present[1]], bias[present[0]] = lr.coef_[0], lr.intercept_[0], 0.0
-    else:
-        weight[lr.classes_], bias[lr.classes_] = lr.coef_, lr.intercept_
-    return torch.from_numpy(weight), torch.from_numpy(bias)
 
 
 def train_setfit(
@@ -133,7 +99,7 @@ def train_setfit(
 ) -> IntentClassifier:
     """Contrastive tuning + logistic-regression head, calibrated and saved like `finetune_intent`."""
     started = time.time()
-    set_seed(config.seed)
+    seed_everything(config.seed)
     set_threads(config.threads)
     folder = resolve_model_path(model_path)
     in_train, val_list, _ = prepare_splits(train, val, config)

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 
 from convssl.evaluate.embeddings import EncoderRepresentation, Representation, ensure_pad_token
-from convssl.models.encoder import Encoder, resolve_model_path
+from convssl.models.encoder import Encoder
+from convssl.models.reference import resolve_model_path
 
 
 @dataclass

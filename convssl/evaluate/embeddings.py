@@ -7,7 +7,6 @@ forward pass, so k-shot probes with many seeds cost only logistic-regression fit
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from collections.abc import Sequence
@@ -16,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from convssl.models.encoder import Encoder, folder_fingerprint
+from convssl.utils.compute import autocast
+from convssl.utils.progress import progress_bar
 
 LOG = logging.getLogger("convssl.evaluate")
 
@@ -68,8 +68,7 @@ class EncoderRepresentation(Representation):
             assert self.encoder is not None
             start = time.perf_counter()
             LOG.info("%s: embedding %d new texts", self.name, len(missing))
-            autocast = torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
-            with autocast:
+            with autocast(self.bf16):
                 vectors = self._embed_with_progress(missing)
             if self.normalize:
                 vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
@@ -120,13 +119,11 @@ class EncoderRepresentation(Representation):
 
     def _embed_with_progress(self, texts: list[str]) -> np.ndarray:
         """Embed in chunks under a progress bar; the encoder length-sorts inside each chunk."""
-        from tqdm import tqdm
-
         assert self.encoder is not None
         chunk = max(self.batch_size * 16, 1024)
         order = np.argsort([len(t) for t in texts], kind="stable")
         out = np.zeros((len(texts), self.encoder.dim), dtype=np.float32)
-        with tqdm(total=len(texts), desc=f"embed {self.name}", unit="text", disable=len(texts) < 2000) as bar:
+        with progress_bar(len(texts), f"embed {self.name}", unit="text", enabled=len(texts) >= 2000) as bar:
             for start in range(0, len(texts), chunk):
                 idx = order[start : start + chunk]
                 out[idx] = self.encoder.embed([texts[i] for i in idx], batch_size=self.batch_size)

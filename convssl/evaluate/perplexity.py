@@ -14,7 +14,8 @@ from typing import Any
 import torch
 
 from convssl.data.dialogue import Dialogue
-from convssl.models.encoder import resolve_model_path
+from convssl.models.reference import resolve_model_path
+from convssl.utils.progress import progress_bar
 
 CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 
@@ -60,8 +61,6 @@ def load_causal_lm(path: str | Path, random_init: bool = False, seed: int = 0):
 
 @torch.inference_mode()
 def perplexity(model, tokenizer, dialogues: list[Dialogue], max_length: int = 512, batch_size: int = 8) -> dict[str, Any]:
-    from tqdm import tqdm
-
     sep = tokenizer.eos_token or "\n"
     texts = [sep.join(t.text for t in d.turns) for d in dialogues]
     limit = min(max_length, int(getattr(model.config, "n_positions", None)
@@ -72,8 +71,10 @@ def perplexity(model, tokenizer, dialogues: list[Dialogue], max_length: int = 51
     windows.sort(key=len)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     total_nll, total_tokens = 0.0, 0
-    for start in tqdm(range(0, len(windows), batch_size), desc="perplexity", disable=len(windows) < 200):
+    bar = progress_bar(len(windows), "perplexity", unit="window", enabled=len(windows) >= 200)
+    for start in range(0, len(windows), batch_size):
         batch = windows[start : start + batch_size]
+        bar.update(len(batch))
         width = max(len(w) for w in batch)
         ids = torch.full((len(batch), width), pad, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -86,6 +87,7 @@ def perplexity(model, tokenizer, dialogues: list[Dialogue], max_length: int = 51
         nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none")
         total_nll += float(nll[keep.reshape(-1)].sum())
         total_tokens += int(keep.sum())
+    bar.close()
     mean = total_nll / max(total_tokens, 1)
     return {"perplexity": math.exp(mean), "nll_per_token": mean, "tokens": total_tokens, "dialogues": len(dialogues),
             "windows": len(windows)}

@@ -14,29 +14,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from convssl.models.reference import resolve_model_path
+
 Pooling = Literal["mean", "cls"]
-
-
-class ModelFolderError(FileNotFoundError):
-    """A path that should be a local Hugging Face model folder is not one."""
-
-
-def check_model_folder(path: str | Path) -> Path:
-    """Fail fast, offline, with the path in the message, instead of letting transformers try a hub."""
-    folder = Path(path)
-    if not folder.is_dir():
-        raise ModelFolderError(f"model folder {folder} does not exist (convssl loads local folders only)")
-    if not (folder / "config.json").exists():
-        raise ModelFolderError(f"{folder} is not a Hugging Face model folder: config.json is missing")
-    return folder
-
-
-def resolve_model_path(path: str | Path) -> Path:
-    """Accept a model folder or a convssl run folder (whose `final/` holds the model)."""
-    folder = Path(path)
-    if not (folder / "config.json").exists() and (folder / "final" / "config.json").exists():
-        folder = folder / "final"
-    return check_model_folder(folder)
 
 
 WEIGHT_SUFFIXES = {".json", ".safetensors", ".bin", ".txt", ".model"}

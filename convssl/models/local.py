@@ -14,29 +14,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from convssl.models.encoder import ModelFolderError
 from convssl.models.presets import ARCHS, DECODER_ARCHS
+from convssl.models.reference import WEIGHT_FILE, WEIGHT_INDEX, ModelFolderError, check_model_folder
 
-WEIGHT_FILE = "model.safetensors"
-WEIGHT_INDEX = "model.safetensors.index.json"
-PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
-
-__all__ = ["ModelFolderError", "check_model_folder", "load_backbone", "read_state_dict"]
-
-
-def check_model_folder(path: str | Path) -> Path:
-    folder = Path(path).expanduser()
-    if not folder.exists():
-        raise ModelFolderError(f"model folder {folder} does not exist")
-    if not folder.is_dir():
-        raise ModelFolderError(f"{folder} is not a folder (expected a Hugging Face model folder)")
-    if not (folder / "config.json").exists():
-        raise ModelFolderError(f"{folder} holds no config.json, so it is not a Hugging Face model folder")
-    if not (folder / WEIGHT_FILE).exists() and not (folder / WEIGHT_INDEX).exists():
-        pickled = [name for name in PICKLE_FILES if (folder / name).exists()]
-        hint = f" (it has {pickled}; convssl loads safetensors only, convert it first)" if pickled else ""
-        raise ModelFolderError(f"{folder} holds no {WEIGHT_FILE}{hint}")
-    return folder
+__all__ = ["load_backbone", "read_state_dict"]
 
 
 def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:

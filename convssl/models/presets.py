@@ -88,59 +88,40 @@ def validate(config: ModelConfig) -> None:
         raise ModelConfigError(f"model.dropout must be in [0, 1), got {config.dropout}")
 
 
+# How each transformers config names our settings (one of ours may fill several of theirs), and
+# what it always gets. One table instead of three constructor calls that differ only in names.
+HF_CONFIGS: dict[str, tuple[str, dict[str, tuple[str, ...]], dict[str, Any]]] = {
+    "bert": ("BertConfig", {
+        "num_layers": ("num_hidden_layers",), "hidden_size": ("hidden_size",), "num_heads": ("num_attention_heads",),
+        "intermediate_size": ("intermediate_size",), "max_position": ("max_position_embeddings",),
+        "dropout": ("hidden_dropout_prob", "attention_probs_dropout_prob"), "pad_id": ("pad_token_id",),
+    }, {}),
+    "gpt2": ("GPT2Config", {
+        "num_layers": ("n_layer",), "hidden_size": ("n_embd",), "num_heads": ("n_head",),
+        "intermediate_size": ("n_inner",), "max_position": ("n_positions",),
+        "dropout": ("resid_pdrop", "embd_pdrop", "attn_pdrop"),
+        "pad_id": ("pad_token_id",), "bos_id": ("bos_token_id",), "eos_id": ("eos_token_id",),
+    }, {}),
+    "llama": ("LlamaConfig", {
+        "num_layers": ("num_hidden_layers",), "hidden_size": ("hidden_size",),
+        "num_heads": ("num_attention_heads", "num_key_value_heads"), "intermediate_size": ("intermediate_size",),
+        "max_position": ("max_position_embeddings",), "dropout": ("attention_dropout",),
+        "pad_id": ("pad_token_id",), "bos_id": ("bos_token_id",), "eos_id": ("eos_token_id",),
+    }, {"tie_word_embeddings": True}),
+}
+
+
 def hf_config(config: ModelConfig, vocab_size: int, pad_id: int, bos_id: int, eos_id: int) -> Any:
     """A transformers config for training from scratch."""
+    import transformers
+
     validate(config)
     sizes, extra = resolved_sizes(config)
-    layers, hidden, heads, ffn = (sizes[k] for k in SIZE_KEYS)
-    if config.arch == "bert":
-        from transformers import BertConfig
-
-        cfg = BertConfig(
-            vocab_size=vocab_size,
-            hidden_size=hidden,
-            num_hidden_layers=layers,
-            num_attention_heads=heads,
-            intermediate_size=ffn,
-            hidden_dropout_prob=config.dropout,
-            attention_probs_dropout_prob=config.dropout,
-            max_position_embeddings=config.max_position,
-            pad_token_id=pad_id,
-        )
-    elif config.arch == "gpt2":
-        from transformers import GPT2Config
-
-        cfg = GPT2Config(
-            vocab_size=vocab_size,
-            n_embd=hidden,
-            n_layer=layers,
-            n_head=heads,
-            n_inner=ffn,
-            n_positions=config.max_position,
-            resid_pdrop=config.dropout,
-            embd_pdrop=config.dropout,
-            attn_pdrop=config.dropout,
-            bos_token_id=bos_id,
-            eos_token_id=eos_id,
-            pad_token_id=pad_id,
-        )
-    else:
-        from transformers import LlamaConfig
-
-        cfg = LlamaConfig(
-            vocab_size=vocab_size,
-            hidden_size=hidden,
-            num_hidden_layers=layers,
-            num_attention_heads=heads,
-            num_key_value_heads=heads,
-            intermediate_size=ffn,
-            max_position_embeddings=config.max_position,
-            attention_dropout=config.dropout,
-            tie_word_embeddings=True,
-            bos_token_id=bos_id,
-            eos_token_id=eos_id,
-            pad_token_id=pad_id,
-        )
+    ours = {**{k: sizes[k] for k in SIZE_KEYS}, "max_position": config.max_position, "dropout": config.dropout,
+            "pad_id": pad_id, "bos_id": bos_id, "eos_id": eos_id}
+    class_name, names, fixed = HF_CONFIGS[config.arch]
+    kwargs = {theirs: ours[key] for key, their_names in names.items() for theirs in their_names}
+    cfg = getattr(transformers, class_name)(vocab_size=vocab_size, **kwargs, **fixed)
     for key, value in extra.items():
         if not hasattr(cfg, key):
             raise ModelConfigError(f"model.overrides.{key}: not a field of {type(cfg).__name__}")

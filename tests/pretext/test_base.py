@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from convssl.data.special_tokens import SpecialTokenError, special_ids
 from convssl.pretext import (
     Batch,
     ObjectiveConfig,
@@ -15,7 +16,6 @@ from convssl.pretext import (
     get_objective,
     register_objective,
 )
-from convssl.pretext.base import special_ids
 
 
 def test_builtin_objectives_are_registered():
@@ -67,5 +67,5 @@ def test_tokenizer_without_dialogue_tokens_is_refused(minilm_path):
     from transformers import AutoTokenizer
 
     raw = AutoTokenizer.from_pretrained(str(minilm_path), local_files_only=True)
-    with pytest.raises(ObjectiveError, match=r"\[USR\]"):
+    with pytest.raises(SpecialTokenError, match=r"\[USR\]"):
         special_ids(raw)

@@ -96,7 +96,8 @@ def shared_brain(config):
 
 def start_server(config):
     """A real uvicorn server on a free loopback port, sharing the session's loaded models."""
-    from convssl.serve.app import BackgroundServer, create_app
+    from convssl.serve.app import create_app
+    from convssl.serve.server import BackgroundServer
 
     return BackgroundServer(create_app(config, shared_brain(config)))
 

@@ -7,14 +7,30 @@ what is wrong and where, instead of a UnicodeDecodeError traceback or silently m
 from __future__ import annotations
 
 import codecs
+import functools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from convssl.data.rejects import RejectLog
 
 DEFAULT_MAX_LINE_BYTES = 1_000_000
+
+
+def line_reader(read: Callable[[Path, RejectLog, int, int | None], Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+    """The one signature of the line-based readers (csv, jsonl, text, intents).
+
+    Callers pass `path` (str or Path) and, optionally, `rejects`, `max_line_bytes` and `limit`, by
+    keyword; other keywords (the dispatcher passes the same ones to every reader) are ignored. The
+    reader itself receives them resolved: a Path, a RejectLog, an int and a limit or None."""
+
+    @functools.wraps(read)
+    def reader(path: str | Path, rejects: RejectLog | None = None, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+               limit: int | None = None, **_: Any) -> Iterator[Any]:
+        return read(Path(path), rejects if rejects is not None else RejectLog(), max_line_bytes, limit)
+
+    return reader
 
 # Bytes that never occur in text files (controls other than tab, newline, form feed, return, escape).
 _CONTROL = bytes(b for b in range(32) if b not in (9, 10, 12, 13, 27))

@@ -30,13 +30,6 @@ def default_path() -> Path:
     return Path(chitchat_dataset.__file__).resolve().parent / "dataset.json"
 
 
-def looks_like_chitchat(data: Any) -> bool:
-    if not isinstance(data, dict) or not data:
-        return False
-    first = next(iter(data.values()))
-    return isinstance(first, dict) and "messages" in first
-
-
 def read_chitchat(
     path: str | Path | None = None, limit: int | None = None, rejects: RejectLog | None = None, **_: Any
 ) -> Iterator[Dialogue]:

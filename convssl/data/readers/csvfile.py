@@ -9,10 +9,9 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from convssl.data.dialogue import Dialogue, Turn
-from convssl.data.readers._common import DEFAULT_MAX_LINE_BYTES, decoded_lines
+from convssl.data.readers._common import DEFAULT_MAX_LINE_BYTES, decoded_lines, line_reader
 from convssl.data.readers.roles import infer_roles
 from convssl.data.rejects import RejectLog
 
@@ -54,15 +53,8 @@ def is_dialogue_header(header: list[str]) -> bool:
     return any(c in cols for c in ID_COLUMNS) and all(c in cols for c in REQUIRED)
 
 
-def read_csv_dialogues(
-    path: str | Path,
-    rejects: RejectLog | None = None,
-    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-    limit: int | None = None,
-    **_: Any,
-) -> Iterator[Dialogue]:
-    path = Path(path)
-    rejects = rejects if rejects is not None else RejectLog()
+@line_reader
+def read_csv_dialogues(path: Path, rejects: RejectLog, max_line_bytes: int, limit: int | None) -> Iterator[Dialogue]:
     rows = csv_rows(path, rejects, max_line_bytes)
     first = next(rows, None)
     if first is None:

@@ -14,7 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from convssl.data.dialogue import IntentExample
-from convssl.data.readers._common import DEFAULT_MAX_LINE_BYTES, decoded_lines, read_json_document
+from convssl.data.readers._common import (
+    decoded_lines,
+    line_reader,
+    read_json_document,
+)
 from convssl.data.readers.csvfile import csv_rows, header_columns
 from convssl.data.rejects import RejectLog
 
@@ -45,29 +49,8 @@ def is_intent_header(header: list[str]) -> bool:
     return "text" in cols and any(c in cols for c in LABEL_COLUMNS)
 
 
-def looks_like_intent_json(data: Any) -> bool:
-    if isinstance(data, dict) and data:
-        return all(isinstance(v, list) for v in data.values()) and any(
-            _is_pair(v[0]) for v in data.values() if v
-        )
-    return isinstance(data, list) and bool(data) and _is_pair(data[0])
-
-
-def _is_pair(item: Any) -> bool:
-    if isinstance(item, list):
-        return len(item) == 2 and all(isinstance(x, str) for x in item)
-    return isinstance(item, dict) and "text" in item and any(c in item for c in LABEL_COLUMNS)
-
-
-def read_intents(
-    path: str | Path,
-    rejects: RejectLog | None = None,
-    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-    limit: int | None = None,
-    **_: Any,
-) -> Iterator[IntentExample]:
-    path = Path(path)
-    rejects = rejects if rejects is not None else RejectLog()
+@line_reader
+def read_intents(path: Path, rejects: RejectLog, max_line_bytes: int, limit: int | None) -> Iterator[IntentExample]:
     suffix = path.suffix.lower()
     if suffix == ".csv":
         items = _read_csv(path, rejects, max_line_bytes)

@@ -14,19 +14,15 @@ from typing import Any
 
 from convssl.data.dialogue import ROLES, Dialogue, Turn
 from convssl.data.readers._common import (
-    DEFAULT_MAX_LINE_BYTES,
     MissingField,
     decoded_lines,
     iter_json_array,
+    line_reader,
     read_json_document,
     require,
 )
 from convssl.data.readers.roles import infer_roles
 from convssl.data.rejects import RejectLog
-
-
-def looks_like_dialogue(item: Any) -> bool:
-    return isinstance(item, dict) and isinstance(item.get("turns"), list)
 
 
 def parse_dialogue(item: Any, default_id: str, source: str) -> Dialogue:
@@ -54,15 +50,8 @@ def parse_dialogue(item: Any, default_id: str, source: str) -> Dialogue:
     return Dialogue(id=dialogue_id, turns=turns, source=str(item.get("source") or source), meta=meta)
 
 
-def read_jsonl(
-    path: str | Path,
-    rejects: RejectLog | None = None,
-    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-    limit: int | None = None,
-    **_: Any,
-) -> Iterator[Dialogue]:
-    path = Path(path)
-    rejects = rejects if rejects is not None else RejectLog()
+@line_reader
+def read_jsonl(path: Path, rejects: RejectLog, max_line_bytes: int, limit: int | None) -> Iterator[Dialogue]:
     count = 0
     for line, text in decoded_lines(path, rejects, max_line_bytes):
         if not text.strip():

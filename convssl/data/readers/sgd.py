@@ -18,10 +18,6 @@ ROLE_OF = {"USER": "user", "SYSTEM": "agent"}
 SKIP_FILES = {"schema.json"}
 
 
-def looks_like_sgd(data: Any) -> bool:
-    return isinstance(data, list) and bool(data) and isinstance(data[0], dict) and "dialogue_id" in data[0]
-
-
 def sgd_files(path: Path) -> list[Path]:
     if path.is_dir():
         return sorted(p for p in path.glob("*.json") if p.name not in SKIP_FILES)

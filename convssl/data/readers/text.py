@@ -9,10 +9,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from convssl.data.dialogue import Dialogue, Turn
-from convssl.data.readers._common import DEFAULT_MAX_LINE_BYTES, decoded_lines
+from convssl.data.readers._common import decoded_lines, line_reader
 from convssl.data.readers.roles import infer_roles
 from convssl.data.rejects import RejectLog
 
@@ -25,15 +24,8 @@ def looks_like_transcript(lines: list[str]) -> bool:
     return bool(content) and sum(bool(TURN_LINE.match(line)) for line in content) >= 0.8 * len(content)
 
 
-def read_text(
-    path: str | Path,
-    rejects: RejectLog | None = None,
-    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-    limit: int | None = None,
-    **_: Any,
-) -> Iterator[Dialogue]:
-    path = Path(path)
-    rejects = rejects if rejects is not None else RejectLog()
+@line_reader
+def read_text(path: Path, rejects: RejectLog, max_line_bytes: int, limit: int | None) -> Iterator[Dialogue]:
     turns: list[Turn] = []
     start = 0
     count = 0

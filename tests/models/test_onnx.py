@@ -18,13 +18,9 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from convssl.models.onnx_backend import (  # noqa: E402
-    DEFAULT_PROBES,
-    OnnxOptions,
-    length_groups,
-    onnx_classifier,
-    onnx_encoder,
-)
+from convssl.downstream.onnx_classifier import onnx_classifier  # noqa: E402
+from convssl.models.onnx import OnnxOptions, length_groups, onnx_encoder  # noqa: E402
+from convssl.models.onnx.export import DEFAULT_PROBES  # noqa: E402
 
 TEXTS = ["hi", "When will my new card arrive? I ordered it two weeks ago and it is still not here.",
          "how do I change my PIN", "?", "can I talk to a real person please", "thanks a lot"]
@@ -227,7 +223,7 @@ def test_onnx_serves_the_pooled_head_of_full_fine_tuning(tmp_path, tokenizer, en
 def test_without_onnxruntime_auto_serves_torch_and_onnx_says_how_to_install():
     code = (
         "import sys; sys.modules['onnxruntime'] = None\n"
-        "from convssl.models.onnx_backend import OnnxUnavailable, onnx_encoder, onnxruntime_available\n"
+        "from convssl.models.onnx import OnnxUnavailable, onnx_encoder, onnxruntime_available\n"
         "from convssl.serve.analysis import use_onnx\n"
         "assert not onnxruntime_available()\n"
         "assert use_onnx('auto') is False and use_onnx('torch') is False\n"

@@ -1,0 +1,1 @@
+"""The HTTP routes, one `APIRouter` per audience: chat (users), agent (people), pages, health."""
