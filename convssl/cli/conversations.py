@@ -50,8 +50,11 @@ def conversation_file(name: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    import logging
+
     from convssl.serve.conversation_tests import ConversationFileError, load_conversations
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request would bury the summary
     for value, flag in ((args.fail_under, "--fail-under"), (args.fail_under_conversations, "--fail-under-conversations")):
         if not 0.0 <= value <= 1.0:
             raise UserError(f"{flag} is a fraction between 0 and 1, not {value}")

@@ -39,6 +39,8 @@ def summarize(results: Sequence[ConversationResult]) -> dict[str, Any]:
         by_expected[key][1] += 1
     confusions = Counter((t.expected, t.got) for t in turns if not t.correct)
     unexpected = [r.name for r in results if any(t.unexpected_escalation for t in r.turns)]
+    # intent turns the bot did not get wrong but asked about, offering the right intent
+    clarified = sum(1 for t in turns if not t.correct and t.kind == "clarify" and t.expected in t.options)
     return {
         "conversations": len(results),
         "conversations_passed": passed,
@@ -47,6 +49,7 @@ def summarize(results: Sequence[ConversationResult]) -> dict[str, Any]:
         "turns_right": right,
         "turn_accuracy": _rate(right, len(turns)),
         "unexpected_escalations": unexpected,
+        "clarified_with_the_right_option": clarified,
         "by_tag": {tag: {"turn_accuracy": _rate(a, b), "turns": b, "conversation_accuracy": _rate(c, d),
                          "conversations": d} for tag, (a, b, c, d) in sorted(by_tag.items())},
         "by_expected": {k: {"accuracy": _rate(a, b), "turns": b} for k, (a, b) in sorted(by_expected.items())},
@@ -90,6 +93,9 @@ def render_markdown(summary: dict[str, Any], results: Sequence[ConversationResul
         "",
         f"Escalations the tests did not expect: {len(summary['unexpected_escalations'])}"
         + (f" ({', '.join(summary['unexpected_escalations'])})" if summary["unexpected_escalations"] else ""),
+        "",
+        f"Wrong turns where the bot asked a clarifying question that offered the expected intent: "
+        f"{summary['clarified_with_the_right_option']}",
         "",
         "## By tag",
         "",

@@ -75,10 +75,11 @@ def intent_title(intent: str) -> str:
 
 
 class Policy:
-    """In order: a request for a person escalates; curated small talk gets its reply; an understood
-    turn gets its intent's answer, or a clarifying question when the top two intents are close;
-    frustration in a turn not understood escalates; a turn not understood falls back (or asks when
-    two intents share its probability) and escalates after `low_confidence_turns` in a row."""
+    """In order: a request for a person escalates; frustration with the bot escalates; curated small
+    talk gets its reply; an understood turn gets its intent's answer, or a clarifying question when
+    the top two intents are close; a turn not understood falls back (or asks when two intents share
+    its probability) and escalates after `low_confidence_turns` in a row. The detectors' thresholds
+    are set where at most 0.5% of in-domain validation questions reach them, so they go first."""
 
     def __init__(self, templates: Templates, escalation: EscalationConfig, responder_threshold: float,
                  fallback: str, seed: int | None = None, calibrated: bool = False,
@@ -108,7 +109,18 @@ class Policy:
     # ------------------------------------------------------------------ what the turn is
     def asks_for_human(self, a: Analysis) -> bool:
         by_intent = a.intent in self.rules.human_request_intents and not a.out_of_scope
-        return by_intent or a.human_score >= self.rules.human_request_threshold
+        # "am I chatting with a machine?" is near both detectors: the nearer one says what it is
+        by_detector = a.human_score >= self.rules.human_request_threshold and not self._is_smalltalk(a, a.human_score)
+        return by_intent or by_detector
+
+    def frustrated(self, a: Analysis) -> bool:
+        return a.frustration_score >= self.rules.frustration_threshold and not self._is_smalltalk(
+            a, a.frustration_score)
+
+    def _is_smalltalk(self, a: Analysis, than: float = 0.0) -> bool:
+        """A curated small-talk topic matches, and nearer than `than` (another detector's score)."""
+        return (self.smalltalk is not None and bool(a.smalltalk_topic) and a.smalltalk_score >= self.smalltalk_threshold
+                and a.smalltalk_score > than)
 
     def understood(self, a: Analysis) -> bool:
         """In scope by the classifier's calibrated rule, and above `confidence_threshold` if one is set
@@ -155,7 +167,9 @@ class Policy:
             if answer:
                 return Decision(answer, source="template", understood=True,
                                 **{**base, "intent": picked, "out_of_scope": False})
-        if self.smalltalk is not None and a.smalltalk_topic and a.smalltalk_score >= self.smalltalk_threshold:
+        if self.frustrated(a):
+            return self._escalate("frustrated", base)
+        if self._is_smalltalk(a):
             return Decision(self.smalltalk.reply(a.smalltalk_topic, self.rng), source="smalltalk",
                             streak=state.low_conf_streak, **base)
         understood = self.understood(a)
@@ -166,8 +180,6 @@ class Policy:
         template = self.templates.render(a.intent, slots, self.rng) if understood and a.intent else None
         if template:
             return Decision(template, source="template", understood=True, **base)
-        if not understood and a.frustration_score >= self.rules.frustration_threshold:
-            return self._escalate("frustrated", base)
         if a.bank_score >= self.bank_threshold and a.bank_reply:
             return Decision(a.bank_reply, source="bank", understood=understood, **base)
         if understood:
