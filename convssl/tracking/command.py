@@ -10,6 +10,7 @@ command goes on, the user is told once, and `convssl tracking sync RUN` sends th
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
 import platform
 import shlex
@@ -95,13 +96,20 @@ def package_versions() -> dict[str, str]:
     return found
 
 
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (containers)
+        return "unknown"
+
+
 def run_tags(verb: str, argv: list[str]) -> dict[str, str]:
     command = shlex.join(["convssl", *argv])
     tags = {
         "mlflow.runName": f"{verb}-{time.strftime('%Y%m%d-%H%M%S')}",
         "mlflow.source.name": f"convssl {verb}",
         "mlflow.source.type": "LOCAL",
-        "mlflow.user": os.environ.get("USER") or os.environ.get("USERNAME") or "unknown",
+        "mlflow.user": _user(),
         "convssl.verb": verb,
         "convssl.command": command[:5000],
         "convssl.cwd": os.getcwd(),
