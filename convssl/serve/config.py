@@ -30,6 +30,10 @@ class ResponderConfig:
     bank_size: int = 3000
     threshold: float = 0.6
     max_length: int = 48
+    # A response-selection dual encoder (a `pretrain_minilm_response` run) for the bank alone: it
+    # embeds the user's turn as a context and ranks the bank's *responses*, as it was trained to.
+    # Empty: the shared `encoder_path` model matches the turn against the bank's contexts.
+    encoder_path: str = ""
 
 
 @dataclass

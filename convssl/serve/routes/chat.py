@@ -16,12 +16,12 @@ from convssl.serve.batching import Overloaded
 from convssl.serve.bot import AGENT_NOTICE, QUEUED_NOTICE, SessionState
 from convssl.serve.events import session_stream
 from convssl.serve.routes.common import State, error, public
-from convssl.serve.schemas import SESSION_ID, ChatIn, ChatOut, FeedbackIn
+from convssl.serve.schemas import SESSION_ID, ChatIn, ChatOut, FeedbackIn, error_responses
 from convssl.serve.state import ServeState
 
 LOG = logging.getLogger("convssl.serve")
 RETRY_AFTER = {"Retry-After": "1"}
-router = APIRouter()
+router = APIRouter(responses=error_responses(400, 404, 408, 413, 422, 429, 503))
 
 
 @router.post("/v1/chat", response_model=ChatOut)
