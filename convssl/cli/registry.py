@@ -155,7 +155,8 @@ def _lineage(client: Any, args: argparse.Namespace) -> int:
         print(f"{number}. {step['verb']} run {step['run_id']} ({step['status']}){commit}")
         for item in step["data"]:
             print(f"     {item['context'] or 'input'}: {item['name']} fingerprint {item['digest']}")
-        print(f"     reproduce: {step['command']}")
+        where = f" (in {step['cwd']})" if step.get("cwd") else ""
+        print(f"     reproduce{where}: {step['command']}")
     return 0
 
 

@@ -32,7 +32,7 @@ REGISTERED = "registered_model.json"
 # Small files a colleague wants to open from the MLflow UI; model weights go to the registry only.
 ARTIFACT_FILES = ("config.yaml", "report.md", "report.json", "metrics.jsonl", "metrics.json", "summary.json",
                   "training.json", "README.md", "loss.png", "rejects.jsonl", "convssl_intent.json")
-ARTIFACT_GLOBS = ("*.log", "plots/*.png", "*.png")
+ARTIFACT_GLOBS = ("*.log", "plots/*.png", "*.png", "final/README.md")  # final/README.md: the model card
 MAX_ARTIFACT_BYTES = 20 << 20
 MAX_FINAL_METRICS = 400
 _BAD_KEY = re.compile(r"[^\w\-. /]")

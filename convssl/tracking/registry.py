@@ -279,6 +279,7 @@ def lineage(client: Any, name_or_ref: str) -> dict[str, Any]:
             "run_id": step.info.run_id,
             "verb": tags.get("convssl.verb"),
             "command": tags.get("convssl.command"),
+            "cwd": tags.get("convssl.cwd"),
             "commit": tags.get("mlflow.source.git.commit"),
             "status": step.info.status,
             "data": [{"name": d.dataset.name, "digest": d.dataset.digest,

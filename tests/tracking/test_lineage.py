@@ -41,7 +41,8 @@ def test_lineage_from_data_to_the_served_champion(tracking_on, shared_data, mini
     assert [m.step for m in client.get_metric_history(pretrain_run.info.run_id, "loss")] == list(range(1, 7))
     assert "mlflow.source.git.commit" in pretrain_run.data.tags and "version.torch" in pretrain_run.data.tags
     artifacts = {a.path for a in client.list_artifacts(pretrain_run.info.run_id)}
-    assert {"config.yaml", "metrics.jsonl", "pretrain.log"} <= artifacts
+    assert {"config.yaml", "metrics.jsonl", "pretrain.log", "final"} <= artifacts
+    assert [a.path for a in client.list_artifacts(pretrain_run.info.run_id, "final")] == ["final/README.md"]
 
     banking = write_banking_slice(shared_data, tmp_path / "banking77", per_train=12, per_test=6)
     for number, (epochs, out) in enumerate([(2, "intent-a"), (4, "intent-b")], 1):
@@ -50,6 +51,13 @@ def test_lineage_from_data_to_the_served_champion(tracking_on, shared_data, mini
         alias = "champion" if number == 1 else "challenger"
         printed = _run(capsys, "registry", "register", tmp_path / out, "--name", "team-intent", "--alias", alias)
         assert f"team-intent version {number}" in printed
+
+    # Evaluating the registered encoder: its run names the pretraining run as parent.
+    _run(capsys, "evaluate", "--model", "models:/team-encoder@champion", "--task", f"intent:{banking}",
+         "--modes", "probe", "--no-random-baseline", "--no-plots", "--out", tmp_path / "eval")
+    evaluation = client.get_run(json.loads((tmp_path / "eval" / "tracking.json").read_text())["run_id"])
+    assert evaluation.data.tags["convssl.parent_runs"] == pretrain_run.info.run_id
+    assert any(k.startswith("report.") for k in evaluation.data.metrics)
 
     compared = _run(capsys, "registry", "compare", "team-intent", "champion", "challenger")
     assert "test.accuracy" in compared and "v1 (champion)" in compared and "v2 (challenger)" in compared
