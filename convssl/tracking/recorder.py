@@ -176,6 +176,19 @@ def step_metrics(folder: Path, skip_lines: int, start_ms: int | None = None) -> 
     return rows, max(complete, skip_lines)
 
 
+def epoch_metrics(folder: Path, start_ms: int) -> list[tuple[str, float, int, int]]:
+    """Fine-tuning's per-epoch history (training.json: loss, validation accuracy) as curves over epochs."""
+    training = _read_json(folder / "training.json")
+    history = training.get("history") if isinstance(training, dict) else None
+    rows: list[tuple[str, float, int, int]] = []
+    for record in history if isinstance(history, list) else []:
+        if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+            continue
+        for key, value in numeric_leaves({k: v for k, v in record.items() if k != "epoch"}, "epoch.").items():
+            rows.append((key, value, start_ms, record["epoch"]))
+    return rows
+
+
 def final_metrics(folder: Path, verb: str) -> dict[str, float]:
     """The numbers a user compares: pretraining summary, fine-tuning scores, evaluation and prepare reports."""
     metrics: dict[str, float] = {}
@@ -330,7 +343,7 @@ def record_folder(client: Any, manifest: Manifest, folder: Path | None) -> None:
         config = _read_yaml(folder / "config.yaml")
         send_params(client, run_id, config_params(folder))
         rows, sent = step_metrics(folder, manifest.metric_lines_sent, manifest.start_time)
-        send_metrics(client, run_id, rows)
+        send_metrics(client, run_id, rows + epoch_metrics(folder, manifest.start_time))
         manifest.metric_lines_sent = sent
         stamp = (manifest.end_time or int(time.time() * 1000))
         last_step = max((r[3] for r in rows), default=0)

@@ -59,6 +59,10 @@ def test_lineage_from_data_to_the_served_champion(tracking_on, shared_data, mini
     assert evaluation.data.tags["convssl.parent_runs"] == pretrain_run.info.run_id
     assert any(k.startswith("report.") for k in evaluation.data.metrics)
 
+    # Fine-tuning curves: loss and validation accuracy per epoch.
+    finetune_run = json.loads((tmp_path / "intent-b" / "tracking.json").read_text())["run_id"]
+    assert [m.step for m in client.get_metric_history(finetune_run, "epoch.val_accuracy")] == [1, 2, 3, 4]
+
     compared = _run(capsys, "registry", "compare", "team-intent", "champion", "challenger")
     assert "test.accuracy" in compared and "v1 (champion)" in compared and "v2 (challenger)" in compared
     assert "-> version 2 (was version 1)" in _run(capsys, "registry", "alias", "team-intent", "champion", "2")
