@@ -203,10 +203,25 @@ def final_metrics(folder: Path, verb: str) -> dict[str, float]:
     if isinstance(scores, dict):
         metrics.update(numeric_leaves({k: scores.get(k) for k in ("validation", "test", "threshold", "seconds")}, ""))
     report = _read_json(folder / "report.json")
-    if isinstance(report, dict):
-        part = report.get("counts") if verb == "prepare" else report
-        metrics.update(numeric_leaves(part or {}, "report." if verb != "prepare" else "counts."))
+    if isinstance(report, dict) and verb == "prepare":
+        metrics.update(numeric_leaves(report.get("counts") or {}, "counts."))
+    elif isinstance(report, dict):
+        metrics.update(evaluation_metrics(report))
     return dict(list(metrics.items())[:MAX_FINAL_METRICS])
+
+
+def evaluation_metrics(report: dict[str, Any]) -> dict[str, float]:
+    """`convssl evaluate` scores as `eval.TASK.MODE.MODEL.METRIC`: the model and its baselines
+    (TF-IDF, random init) side by side, e.g. eval.intent_banking.probe.tfidf_logreg.accuracy."""
+    out: dict[str, float] = {}
+    for row in report.get("rows") or []:
+        if not isinstance(row, dict):
+            continue
+        where = ".".join(re.sub(r"[^\w\-]+", "_", str(row.get(k) or "-")) for k in ("task", "mode", "model"))
+        for name, value in (row.get("metrics") or {}).items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                out[metric_key(f"eval.{where}.{name}")] = float(value)
+    return out
 
 
 # --------------------------------------------------------------------------- inputs and lineage
