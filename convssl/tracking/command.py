@@ -22,7 +22,7 @@ from typing import Any
 from convssl.tracking.settings import TrackingSettings
 
 TRACKED_VERBS = ("prepare", "pretrain", "evaluate", "finetune")
-TAIL_SECONDS = float(os.environ.get("CONVSSL_TRACKING_INTERVAL", "10"))
+TAIL_SECONDS = 10.0  # how often new metrics.jsonl lines are sent; CONVSSL_TRACKING_INTERVAL overrides
 VERSIONED_PACKAGES = ("convssl", "torch", "transformers", "tokenizers", "mlflow", "numpy")
 INTERRUPTED = 130  # the exit code of a command stopped by Ctrl-C (pretraining saves a checkpoint first)
 _OVERRIDE_PREFIXES = ("tracking=", "tracking.uri=", "tracking.experiment=")
@@ -178,7 +178,8 @@ class CommandRun:
         except Exception as exc:  # noqa: BLE001 - any store failure must leave the command running
             self._unreachable(exc)
             return
-        while not self._stop.wait(TAIL_SECONDS):
+        interval = float(os.environ.get("CONVSSL_TRACKING_INTERVAL") or TAIL_SECONDS)
+        while not self._stop.wait(interval):
             self._send_new_metrics()
         if self._abandoned.is_set() and self.problem is None:
             with contextlib.suppress(Exception):  # nothing sent yet: no trace; else keep what was sent
