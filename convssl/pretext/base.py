@@ -51,6 +51,9 @@ class ObjectiveConfig:
     temperature: float = 0.05
     symmetric: bool = True
     hard_negatives: bool = False
+    # contrastive: false feeds plain text ([CLS] turn turn turn [SEP], no role/[EOT] markers), the
+    # form `convssl evaluate`'s response selection and the serving response bank embed
+    role_tokens: bool = True
     same_dialogue_negatives: float = 0.0
     view_drop: float = 0.3  # turn_views: share of a turn's tokens each of its two views drops
     packing: bool = True

@@ -44,7 +44,15 @@ class ChatOut(BaseModel):
     message_id: int
     user_message_id: int
     notice: bool = False
-    top: list[tuple[str, float]] = []
+    # [intent, probability] pairs; typed as a 2-item list because FastAPI writes a tuple as an
+    # array-form `items`, which OpenAPI 3.1 validators reject
+    top: list[Annotated[list[str | float], Field(min_length=2, max_length=2)]] = []
+    # what the bot did (policy.KINDS), why it escalated, the intents a clarifying question offers,
+    # and whether the turn counted as understood: what `convssl conversations test` checks
+    kind: Literal["answer", "smalltalk", "bank", "clarify", "fallback", "escalate", "agent"] = "answer"
+    reason: str | None = None
+    options: list[str] = []
+    understood: bool = False
 
 
 class FeedbackIn(BaseModel):
@@ -110,3 +118,18 @@ class ResolveIn(BaseModel):
     @classmethod
     def _label(cls, v: str | None) -> str | None:
         return clean_text(v) or None if v is not None else None
+
+
+class ErrorOut(BaseModel):
+    """Every 4xx/5xx answer: one line naming the field, the limit or what to do."""
+
+    error: str
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, object]]:
+    """OpenAPI entries for the error codes a route can answer (they replace FastAPI's 422 shape)."""
+    meaning = {400: "not JSON / not an object", 401: "missing, wrong or revoked agent token",
+               404: "no such conversation or message", 408: "body not received in time",
+               413: "request body too large", 422: "a field is invalid (the message names it)",
+               429: "rate limit", 503: "busy (Retry-After) or agent API disabled"}
+    return {code: {"model": ErrorOut, "description": meaning[code]} for code in codes}

@@ -19,9 +19,10 @@ from fastapi.responses import PlainTextResponse
 from convssl.serve import db
 from convssl.serve.feedback import export_jsonl_lines
 from convssl.serve.routes.common import CurrentAgent, State, current_agent, public
-from convssl.serve.schemas import AgentReplyIn, LabelIn, ResolveIn, TakeIn
+from convssl.serve.schemas import AgentReplyIn, LabelIn, ResolveIn, TakeIn, error_responses
 
-router = APIRouter(prefix="/v1/agent", dependencies=[Depends(current_agent)])
+router = APIRouter(prefix="/v1/agent", dependencies=[Depends(current_agent)],
+                   responses=error_responses(400, 401, 404, 408, 413, 422, 503))
 
 
 @router.get("/me")
