@@ -12,6 +12,7 @@ whose numbers stay as committed unless those stages are rerun) untouched.
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import statistics
@@ -21,13 +22,44 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
-POOL_STAGES = ("pool-b77", "pool-clinc", "pool-b77-5shot", "pool-ablation", "pool-table")
+POOL_STAGES = ("pool-b77", "pool-clinc", "pool-b77-5shot", "pool-ablation", "pool-unseen", "pool-table")
 SEEDS = (0, 1, 2)
 START, END = "<!-- pool-recipe:start -->", "<!-- pool-recipe:end -->"
 SETS = {
     "b77": ("BANKING77", SHARED / "banking77", SHARED / "banking77" / "train.csv"),
     "c150": ("CLINC150 (in-scope)", SHARED / "clinc150" / "data_full.json", SHARED / "clinc150" / "data_full.json"),
 }
+UNSEEN = "sgdintents"  # an intent set convssl was never tuned on, built from SGD's user turns
+
+
+def write_sgd_intents(folder: Path, min_train: int = 20, min_test: int = 5) -> Path:
+    """SGD user turns that start a new intent, labelled with it (FindRestaurants, BookHouse, ...):
+    every fifth dialogue file is test. Only intents with enough examples on both sides are kept."""
+    from collections import Counter
+
+    rows: dict[str, list[tuple[str, str]]] = {"train": [], "test": []}
+    files = sorted((SHARED / "sgd" / "train").glob("dialogues_*.json"))
+    for i, path in enumerate(files):
+        split = "test" if i % 5 == 4 else "train"
+        for dialogue in json.loads(path.read_text(encoding="utf-8")):
+            previous = None
+            for turn in dialogue["turns"]:
+                if turn["speaker"] != "USER":
+                    continue
+                intents = [f["state"]["active_intent"] for f in turn["frames"] if f.get("state")]
+                intent = intents[0] if intents else None
+                if intent and intent != "NONE" and intent != previous:
+                    rows[split].append((turn["utterance"], intent))
+                previous = intent
+    train, test = Counter(label for _, label in rows["train"]), Counter(label for _, label in rows["test"])
+    keep = {label for label in train if train[label] >= min_train and test[label] >= min_test}
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, items in rows.items():
+        with (folder / f"{split}.csv").open("w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["text", "label"])
+            writer.writerows((text, label) for text, label in items if label in keep)
+    return folder
 # Ingredients switched off one at a time (BANKING77 10-shot), beside the full recipe and no pool.
 ABLATION = {
     "confident": ("plain self-training: teacher's 80% most confident per intent, no label propagation",
@@ -42,7 +74,7 @@ def run_name(key: str, k: int, variant: str, seed: int) -> str:
 
 
 def finetune_command(minilm: str, key: str, k: int, seed: int, variant: str, out: Path) -> list[str]:
-    _, data, pool = SETS[key]
+    _, data, pool = SETS[key] if key in SETS else ("", out.parent.parent / UNSEEN, out.parent.parent / UNSEEN / "train.csv")
     command = [sys.executable, "-m", "convssl", "finetune", "--config", "finetune_pool", "--model", minilm,
                "--data", str(data), "--k-shot", str(k), "--seed", str(seed), "--out", str(out), "--overwrite",
                "threads=1"]
@@ -62,12 +94,15 @@ def run_pool_stages(seq: Any, wanted: set[str], out: Path, doc: Path, quick: boo
     plans = {"pool-b77": [("b77", 10, v) for v in ("pool", "nopool")],
              "pool-clinc": [("c150", 10, v) for v in ("pool", "nopool")],
              "pool-b77-5shot": [("b77", 5, v) for v in ("pool", "nopool")],
-             "pool-ablation": [("b77", 10, f"abl-{name}") for name in ABLATION]}
-    seeds = SEEDS[:1] if quick else SEEDS
+             "pool-ablation": [("b77", 10, f"abl-{name}") for name in ABLATION],
+             "pool-unseen": [(UNSEEN, 10, v) for v in ("pool", "nopool")]}
+    if "pool-unseen" in wanted:
+        write_sgd_intents(out / UNSEEN)
+    seeds = SEEDS[:1] if quick else SEEDS  # the ablation and the unseen set: seed 0 only (time)
     for stage, runs in plans.items():
         if stage not in wanted:
             continue
-        for seed in seeds:
+        for seed in (seeds if stage not in ("pool-ablation", "pool-unseen") else SEEDS[:1]):
             for key, k, variant in runs:
                 name = run_name(key, k, variant, seed)
                 seq.run(f"{stage}/{name}", folder / name / "metrics.json",
@@ -142,7 +177,7 @@ def render_pool_section(folder: Path, stages: dict[str, Any], minilm: str) -> st
     cpu_by_set: dict[str, list[float]] = {}
     peak_all = 0.0
     accs: dict[tuple[str, int, str], float] = {}
-    for key, k in (("b77", 10), ("b77", 5), ("c150", 10)):
+    for key, k in (("b77", 10), ("b77", 5), ("c150", 10), (UNSEEN, 10)):
         base_text, base, _ = cell(runs, key, k, "nopool")
         pool_text, pooled, chosen = cell(runs, key, k, "pool")
         if not base and not pooled:
@@ -157,7 +192,8 @@ def render_pool_section(folder: Path, stages: dict[str, Any], minilm: str) -> st
         if k == 10:
             cpu_by_set[key] = cpu
         peak_all = max(peak_all, peak)
-        lines.append(f"| {SETS[key][0]} | {k} | {base_text} | {pool_text} | "
+        title = SETS[key][0] if key in SETS else "SGD user intents (12, a set convssl was never tuned on)"
+        lines.append(f"| {title} | {k} | {base_text} | {pool_text} | "
                      f"{'–' if lift != lift else f'{lift:+.1f}'} | {cpu_text} | {stage_times(chosen)} | "
                      f"{f'{peak:.1f} GiB' if peak else '–'} |")
     lines += ["", "### Ablation (BANKING77 10-shot): what each ingredient adds", "",
