@@ -15,15 +15,16 @@ class EscalationConfig:
     out-of-scope decision, with the threshold it calibrated on validation data
     (`convssl_intent.json`); a number additionally requires that top-1 probability.
     `clarify_margin`: top-1 minus top-2 probability below which the bot asks "A or B?" instead of
-    answering (or, for a turn not understood, instead of falling back when the two together pass the
-    calibrated threshold); 0 = never ask.
+    answering; for a turn not understood, instead of falling back, when the two together pass
+    `clarify_pair_threshold` (null = the calibrated threshold). 0 = never ask.
     A single uncertain answer is often fine (users rephrase), so it takes `low_confidence_turns`
     turns not understood in a row; an explicit request for a person escalates at once, and so does
-    frustration ("this is useless") in a turn that carries no understood question.
+    frustration with the bot ("this is useless").
     """
 
     confidence_threshold: float | None = None
     clarify_margin: float = 0.1
+    clarify_pair_threshold: float | None = None
     low_confidence_turns: int = 2
     escalate_out_of_scope: bool = True
     human_request_threshold: float = 0.55

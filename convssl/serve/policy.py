@@ -140,7 +140,9 @@ class Policy:
         if not all(self.templates.answers.get(i) for i in (first, second)):
             return []
         if not understood:
-            floor = self.min_confidence if self.min_confidence is not None else self.calibrated_threshold
+            floor = self.rules.clarify_pair_threshold
+            if floor is None:
+                floor = self.min_confidence if self.min_confidence is not None else self.calibrated_threshold
             if floor is None or p1 + p2 < floor:
                 return []
         return [first, second]
