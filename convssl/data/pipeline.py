@@ -45,53 +45,70 @@ CURATION_STAGES = ("normalize", "pii", "quality", "language", "exact_dedup", "ne
 
 @dataclass
 class InputsConfig:
-    # Files or folders; empty means the chitchat corpus from the `chitchat-dataset` package.
     paths: list[str] = field(default_factory=list)
-    # One of FORMATS, or None to detect per file.
+    """Files or folders; empty means the chitchat corpus from the `chitchat-dataset` package."""
     format: str | None = None
-    # Stop at the first malformed record instead of logging it to rejects.jsonl.
+    """One of FORMATS, or None to detect per file."""
     strict: bool = False
-    # Read at most this many records per input (quick trials); None reads everything.
+    """Stop at the first malformed record instead of logging it to rejects.jsonl."""
     limit: int | None = None
+    """Read at most this many records per input (quick trials); None reads everything."""
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    """Longest line the line formats accept, in bytes; a longer line is rejected as line_too_long."""
 
 
 @dataclass
 class TextConfig:
     fix_unicode: bool = True
+    """Repair mojibake and broken Unicode with ftfy."""
     form: str = "NFKC"
+    """Unicode normal form applied to every turn (NFKC, NFC, NFKD or NFD)."""
     lowercase: bool = False
+    """Lowercase every turn."""
 
 
 @dataclass
 class PiiConfig:
     types: list[str] = field(default_factory=lambda: list(PII_TYPES))
+    """PII kinds replaced by placeholders such as [EMAIL] (URL, EMAIL, IBAN, CARD, SSN, IP, PHONE)."""
 
 
 @dataclass
 class DedupConfig:
     exact: bool = True
+    """Drop dialogues whose normalised text repeats another's exactly."""
     near: bool = True
+    """Drop near duplicates found with MinHash LSH."""
     threshold: float = 0.8
+    """Jaccard similarity of word n-grams above which two dialogues are near duplicates, in (0, 1]."""
     num_perm: int = 128
+    """MinHash permutations: more is more exact and slower."""
     ngram: int = 5
+    """Words per shingle of the near-duplicate comparison."""
     seed: int = 0
+    """Seed of the MinHash permutations."""
 
 
 @dataclass
 class LanguageConfig:
     keep: list[str] = field(default_factory=lambda: ["en"])
+    """Language codes to keep (py3langid); an empty list keeps every language."""
     min_confidence: float = 0.5
+    """Dialogues identified with less confidence than this are kept as they are."""
     min_chars: int = 20
+    """Dialogues with fewer characters than this are not judged (too short to tell)."""
 
 
 @dataclass
 class SplitConfig:
-    # Shares of dialogues per split (by a hash of the id); 0 leaves a split out.
     train: float = DEFAULT_RATIOS["train"]
+    """Shares of dialogues per split (by a hash of the id); 0 leaves a split out."""
     validation: float = DEFAULT_RATIOS["validation"]
+    """Share of dialogues in the validation split."""
     test: float = DEFAULT_RATIOS["test"]
+    """Share of dialogues in the test split."""
     seed: int = 0
+    """Seed of the hash that assigns a dialogue to its split."""
 
     @property
     def ratios(self) -> dict[str, float]:
@@ -100,40 +117,56 @@ class SplitConfig:
 
 @dataclass
 class TokenizerConfig:
-    # False skips the tokenizer and the shards (`--no-tokenize`).
     enabled: bool = True
-    # Reuse this local tokenizer or model folder instead of training one.
+    """False skips the tokenizer and the shards (`--no-tokenize`)."""
     path: str | None = None
+    """Reuse this local tokenizer or model folder instead of training one."""
     kind: str = "wordpiece"
+    """wordpiece (BERT-style) or bpe (byte-level, GPT-2-style)."""
     vocab_size: int = 16000
+    """Target vocabulary size, special tokens included."""
     min_frequency: int = 2
+    """Minimum count of a word piece or merge."""
     lowercase: bool = False
+    """Lowercase before tokenising (WordPiece then also strips accents, as uncased BERT)."""
 
 
 @dataclass
 class ShardConfig:
     shard_tokens: int = 8_000_000
+    """Tokens per shard file; whole dialogues only, never split across shards."""
     batch_size: int = 2048
-    # Write each split in a seeded hash order of dialogue ids instead of input order, so every
-    # shard is a random sample of all sources and the reader's shard-by-shard shuffle mixes them.
+    """Dialogues tokenised per call of the Rust tokenizer."""
     mix: bool = True
+    """Write each split in a seeded hash order of dialogue ids instead of input order, so every shard is a random sample of all sources and the reader's shard-by-shard shuffle mixes them."""
     seed: int = 0
+    """Seed of the mixed order (shards.mix)."""
 
 
 @dataclass
 class PrepareConfig:
     inputs: InputsConfig = field(default_factory=InputsConfig)
-    # Curation stages to run, in this order; remove one to skip it.
+    """What to read and how strictly."""
     stages: list[str] = field(default_factory=lambda: list(CURATION_STAGES))
+    """Curation stages to run, in this order; remove one to skip it."""
     text: TextConfig = field(default_factory=TextConfig)
+    """Text normalisation."""
     pii: PiiConfig = field(default_factory=PiiConfig)
+    """PII scrubbing."""
     quality: QualityConfig = field(default_factory=QualityConfig)
+    """Quality filters on dialogue and turn length, spam and noise."""
     language: LanguageConfig = field(default_factory=LanguageConfig)
+    """Language filter."""
     dedup: DedupConfig = field(default_factory=DedupConfig)
+    """Exact and near-duplicate removal."""
     split: SplitConfig = field(default_factory=SplitConfig)
+    """Train/validation/test split by dialogue."""
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    """The tokenizer trained (or reused) for the shards."""
     shards: ShardConfig = field(default_factory=ShardConfig)
+    """Memory-mapped token shards."""
     plots: bool = True
+    """Write the report's plots (DIR/plots/*.png)."""
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.stages if s not in CURATION_STAGES]

@@ -64,9 +64,11 @@ def read_csv_dialogues(path: Path, rejects: RejectLog, max_line_bytes: int, limi
     id_col = next((c for c in ID_COLUMNS if c in cols), None)
     missing = [c for c in REQUIRED if c not in cols] + ([] if id_col else ["conversation_id"])
     if missing:
+        read = ",".join(header)
         rejects.reject(path, header_line, "missing_field",
-                       f"CSV header lacks column(s) {missing}; expected conversation_id,speaker,text[,timestamp]",
-                       ",".join(header))
+                       f"CSV header {read!r} lacks column(s) {missing}: a chat log needs "
+                       "conversation_id,speaker,text[,timestamp]; for an intent set (text,label) pass --format intents",
+                       read)
         return
     assert id_col is not None
     idx_id, idx_speaker, idx_text = cols[id_col], cols["speaker"], cols["text"]
