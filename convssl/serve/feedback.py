@@ -9,16 +9,23 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 from convssl.serve import db
 
 
 def export_jsonl_lines(conn: sqlite3.Connection, include_thumbs_up: bool = True) -> list[str]:
-    return [
-        json.dumps({"text": ex["text"], "label": ex["label"], "source": ex["source"]}, ensure_ascii=False) + "\n"
-        for ex in db.labelled_examples(conn, include_thumbs_up)
-    ]
+    """One line per example; an agent's label also says who gave it and when (UTC, ISO 8601)."""
+    lines = []
+    for ex in db.labelled_examples(conn, include_thumbs_up):
+        row = {"text": ex["text"], "label": ex["label"], "source": ex["source"]}
+        if ex.get("agent"):
+            row["agent"] = ex["agent"]
+        if ex.get("labelled_at"):
+            row["labelled_at"] = datetime.fromtimestamp(ex["labelled_at"], UTC).isoformat(timespec="seconds")
+        lines.append(json.dumps(row, ensure_ascii=False) + "\n")
+    return lines
 
 
 def export_feedback(db_path: str | Path, out: str | Path, include_thumbs_up: bool = True) -> Counter:

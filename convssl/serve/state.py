@@ -45,7 +45,8 @@ class ServeState:
         self.brain = brain
         self.store = db.Store(config.db_path)
         self.hub = EventHub()
-        self.batcher = MicroBatcher(brain.analyze, config.batching.max_batch, config.batching.max_wait_ms)
+        self.batcher = MicroBatcher(brain.analyze, config.batching.max_batch, config.batching.max_wait_ms,
+                                    max_pending=config.limits.max_queue)
         self.policy = Policy(brain.templates, config.escalation, config.responder.threshold, config.fallback_reply)
         self.limiter = RateLimiter(config.limits.requests_per_minute)
         self.new_sessions = RateLimiter(config.limits.max_sessions_per_minute)

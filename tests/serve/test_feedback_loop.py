@@ -26,12 +26,17 @@ def test_agent_labels_exported_and_retrained_fix_the_classifier(tmp_path, make_c
             sid = c.post("/v1/chat", json={"text": text}).json()["session_id"]
             c.post("/v1/chat", json={"session_id": sid, "text": "please get me a human"})
             r = c.post(f"/v1/agent/sessions/{sid}/resolve", headers=h, json={
-                "labels": {str(_first_user_message(c, sid)): "card_swallowed"}, "agent": "Kim"})
+                "labels": {str(_first_user_message(c, sid)): "card_swallowed"}, "new_intent": True, "agent": "Kim"})
             assert r.status_code == 200, r.text
-        liked = c.post("/v1/chat", json={"text": "I'd like to close my account"}).json()
-        assert liked["intent"] == "terminate_account"
-        c.post("/v1/feedback", json={"session_id": liked["session_id"], "message_id": liked["message_id"],
-                                     "rating": "up"})
+        liked = c.post("/v1/chat", json={"text": "How do I change my PIN?"}).json()
+        assert liked["intent"] == "change_pin"
+        # terminate_account has no written answer: the reply did not answer with the intent, so a
+        # thumbs-up on it says nothing about the intent and must not become a label
+        unanswered = c.post("/v1/chat", json={"text": "I'd like to close my account"}).json()
+        assert unanswered["intent"] == "terminate_account"
+        for turn in (liked, unanswered):
+            c.post("/v1/feedback", json={"session_id": turn["session_id"], "message_id": turn["message_id"],
+                                         "rating": "up"})
         http_export = c.get("/v1/agent/export", headers=h).text
 
     out = tmp_path / "feedback.jsonl"
@@ -39,7 +44,8 @@ def test_agent_labels_exported_and_retrained_fix_the_classifier(tmp_path, make_c
     assert out.read_text(encoding="utf-8") == http_export
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [(r["text"], r["label"]) for r in rows] == [(t, "card_swallowed") for t in SWALLOWED] + [
-        ("I'd like to close my account", "terminate_account")]
+        ("How do I change my PIN?", "change_pin")]
+    assert all(r["agent"] == "Kim" and r["labelled_at"].endswith("+00:00") for r in rows[:3])
     only_agents = tmp_path / "agents.jsonl"
     assert main(["feedback", "export", "--db", str(db_path), "--out", str(only_agents), "--no-thumbs-up"]) == 0
     assert len(only_agents.read_text(encoding="utf-8").splitlines()) == 3

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import secrets
 import time
 from typing import Annotated, Any
@@ -10,13 +12,16 @@ from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from convssl.serve import db
+from convssl.serve.batching import Overloaded
 from convssl.serve.bot import AGENT_NOTICE, QUEUED_NOTICE, SessionState
 from convssl.serve.events import session_stream
 from convssl.serve.routes.common import State, error, public
-from convssl.serve.schemas import SESSION_ID, ChatIn, ChatOut, FeedbackIn
+from convssl.serve.schemas import SESSION_ID, ChatIn, ChatOut, FeedbackIn, error_responses
 from convssl.serve.state import ServeState
 
-router = APIRouter()
+LOG = logging.getLogger("convssl.serve")
+RETRY_AFTER = {"Retry-After": "1"}
+router = APIRouter(responses=error_responses(400, 404, 408, 413, 422, 429, 503))
 
 
 @router.post("/v1/chat", response_model=ChatOut)
@@ -97,7 +102,16 @@ async def _to_agent(s: ServeState, session_id: str, state: SessionState, text: s
 
 
 async def _to_bot(s: ServeState, session_id: str, state: SessionState, body: ChatIn) -> JSONResponse:
-    analysis = await s.batcher.submit(body.text)
+    try:
+        analysis = await asyncio.wait_for(s.batcher.submit(body.text), s.config.limits.model_timeout_s)
+    except Overloaded as exc:
+        return error(503, f"busy: {exc}; try again in a second", headers=RETRY_AFTER)
+    except TimeoutError:
+        return error(503, f"busy: the models did not answer within {s.config.limits.model_timeout_s:g} s; "
+                          "try again in a second", headers=RETRY_AFTER)
+    except Exception as exc:  # the batcher isolated this text: it fails alone, its neighbours were answered
+        LOG.warning("the models could not read a message (%s: %s)", type(exc).__name__, exc)
+        return error(422, "text: the models could not read this message; please rephrase it")
     decision = s.policy.decide(analysis, state, body.slots)
     now = time.time()
 
@@ -108,7 +122,8 @@ async def _to_bot(s: ServeState, session_id: str, state: SessionState, body: Cha
                                 out_of_scope=decision.out_of_scope, escalated=decision.escalate,
                                 handled_by="bot", created_at=now)
         bid = db.insert_message(c, session_id, "bot", decision.reply, intent=decision.intent,
-                                escalated=decision.escalate, handled_by="bot", reply_to=uid, created_at=now)
+                                escalated=decision.escalate, handled_by="bot", reply_to=uid, created_at=now,
+                                reply_source=decision.source)
         fields: dict[str, Any] = {"low_conf_streak": 0 if decision.escalate else decision.streak}
         if decision.escalate:
             fields.update(status="queued", escalation_reason=decision.reason, escalated_at=now)

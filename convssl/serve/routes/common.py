@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, HTTPException
 from fastapi.responses import JSONResponse
 
+from convssl.serve import accounts
 from convssl.serve.state import ServeState, get_state
 
 State = Annotated[ServeState, Depends(get_state)]
@@ -18,13 +20,32 @@ def error(status: int, message: str, headers: dict[str, str] | None = None, **ex
     return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
 
 
-def require_agent(s: State, authorization: Annotated[str | None, Header()] = None) -> None:
-    token = s.token
-    if not token:
-        raise HTTPException(503, "agent API disabled: no agent token configured")
+@dataclass(frozen=True)
+class Agent:
+    """Who is calling the agent API: a named account, or the shared token of older deployments."""
+
+    name: str
+    account: bool
+
+    def called(self, claimed: str | None) -> str:
+        """The name to record: an account's own name; with the shared token, the name it gives."""
+        return self.name if self.account else (claimed or "").strip() or "Agent"
+
+
+async def current_agent(s: State, authorization: Annotated[str | None, Header()] = None) -> Agent:
     given = (authorization or "").removeprefix("Bearer ").strip()
-    if not given or not hmac.compare_digest(given.encode(), token.encode()):
-        raise HTTPException(401, "missing or wrong agent token (Authorization: Bearer <token>)")
+    name = await s.store.read(lambda c: accounts.agent_for_token(c, given)) if given else None
+    if name is not None:
+        return Agent(name, account=True)
+    if s.token and given and hmac.compare_digest(given.encode(), s.token.encode()):
+        return Agent("", account=False)
+    if not s.token and not await s.store.read(accounts.has_accounts):
+        raise HTTPException(503, "agent API disabled: no agent accounts (create one with "
+                                 "`convssl agents create NAME --db DB`)")
+    raise HTTPException(401, "missing, wrong or revoked agent token (Authorization: Bearer <token>)")
+
+
+CurrentAgent = Annotated[Agent, Depends(current_agent)]
 
 
 def public(msg: dict[str, Any]) -> dict[str, Any]:

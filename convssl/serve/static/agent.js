@@ -43,10 +43,25 @@
     $("login").hidden = true;
     $("console-body").hidden = false;
     $("whoami").textContent = "Signed in as " + agent + ".";
+    showServedModel();
     const list = $("intent-labels");
     list.replaceChildren(...data.labels.map((l) => { const o = el("option"); o.value = l; return o; }));
     await refresh();
     timer = setInterval(refresh, 1000);
+  }
+
+  // The classifier in service: a registered version (models:/NAME@ALIAS) or a folder.
+  async function showServedModel() {
+    const r = await fetch("/healthz").catch(() => null);
+    const c = r && r.ok ? ((await r.json()).classifier || {}) : {};
+    let text = "";
+    if (c.name) {
+      const aliases = (c.aliases || []).length ? " (" + c.aliases.join(", ") + ")" : "";
+      text = "Model: " + c.name + " version " + c.version + aliases;
+    } else if (c.path) {
+      text = "Model: " + c.path;
+    }
+    $("served-model").textContent = text;
   }
 
   function pct(p) { return Math.round(p * 100) + "%"; }
