@@ -56,7 +56,22 @@ def config_values(args: argparse.Namespace) -> dict[str, Any]:
             if dest.startswith(PREFIX) and value is not None}
 
 
+def printed_config(args: argparse.Namespace, config: Any) -> bool:
+    """With `--print-config`: print the resolved config and say so (the verb then stops)."""
+    if getattr(args, "print_config", False):
+        print_config(config)
+        return True
+    return False
+
+
 def print_config(config: Any) -> None:
+    """The resolved config as YAML, secrets (keys named like a token or password) masked."""
     from convssl.config import to_dict
 
-    sys.stdout.write(yaml.safe_dump(to_dict(config), sort_keys=False))
+    def masked(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: "***" if v and any(s in k for s in ("token", "password", "secret")) else masked(v)
+                    for k, v in node.items()}
+        return [masked(v) for v in node] if isinstance(node, list) else node
+
+    sys.stdout.write(yaml.safe_dump(masked(to_dict(config)), sort_keys=False))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from convssl.cli._config import add_config_options, config_values, print_config
+from convssl.cli._config import add_config_options, config_values, printed_config
 
 HELP = "evaluate models beside TF-IDF and random-init baselines (intent, OOS, response selection, perplexity)"
 
@@ -61,8 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from convssl.models.reference import ModelFolderError
 
     config = build_config(args)
-    if args.print_config:
-        print_config(config)
+    if printed_config(args, config):
         return 0
     if not config.models:
         raise UserError("no model given: pass --model PATH (a convssl run folder or a local HF model folder)")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from convssl.cli import UserError
-from convssl.cli._config import add_config_options, config_values, print_config
+from convssl.cli._config import add_config_options, config_values, printed_config
 from convssl.downstream.config import FinetuneConfig
 
 HELP = "fine-tune an intent classifier (full or SetFit) with an out-of-scope threshold, for `convssl serve`"
@@ -103,7 +103,7 @@ def build_config(args: argparse.Namespace) -> FinetuneRunConfig:
     config = load_config(FinetuneRunConfig, args.config or DEFAULT_PRESET, args.overrides, config_values(args))
     config.validate()
     if args.print_config:
-        return config
+        return config  # printed as it is, without the checks a run needs
     if not config.model:
         raise UserError("no model given: pass --model MODEL (an HF folder, a pretrain run or a model package)")
     if not config.data:
@@ -262,8 +262,7 @@ class _FileLog:
 # --------------------------------------------------------------------------- run
 def run(args: argparse.Namespace) -> int:
     config = build_config(args)
-    if args.print_config:
-        print_config(config)
+    if printed_config(args, config):
         return 0
     out = Path(config.out)
     _check_out(out, args.overwrite)

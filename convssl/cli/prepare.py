@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from convssl.cli import UserError
-from convssl.cli._config import add_config_options, config_values, print_config
+from convssl.cli._config import add_config_options, config_values, printed_config
 
 HELP = "read chat logs and intent sets, curate them, write splits, a report, a tokenizer and shards"
 
@@ -98,8 +98,7 @@ def run(args: argparse.Namespace) -> int:
     from convssl.runs import prepare_run_dir
 
     config = build_config(args)
-    if args.print_config:
-        print_config(config)
+    if printed_config(args, config):
         return 0
     if not args.out:
         raise UserError("no output folder given: pass --out DIR")

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from convssl.cli import UserError
-from convssl.cli._config import add_config_options, config_values, print_config
+from convssl.cli._config import add_config_options, config_values, printed_config
 
 HELP = "pretrain an encoder or decoder with self-supervised objectives (MLM, CLM, NUP, contrastive)"
 LOG = logging.getLogger("convssl.pretrain")
@@ -50,8 +50,7 @@ def run(args: argparse.Namespace) -> int:
     for bad in [o for o in args.overrides if "=" not in o]:
         raise UserError(f"override {bad!r} must look like key=value (e.g. max_steps=100)")
     config = _load(args)
-    if args.print_config:
-        print_config(config)
+    if printed_config(args, config):
         return 0
     if not args.out:
         raise UserError("no run folder given: pass --out RUN")
