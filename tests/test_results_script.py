@@ -25,10 +25,13 @@ def test_quick_results_sequence_writes_every_row_and_the_targets(tmp_path, share
         assert text.count(f"| {row} |") == 2, row  # one row in each table
     assert text.count("| MiniLM + convssl domain-adaptive SSL |") == 1  # measured frozen only
     assert "## Targets" in text and "Quick run" in text
+    assert "## Response selection" in text and "| MiniLM + convssl response selection" in text
+    assert "| TF-IDF |" in text and "Target recall@1 >= 70 on held-out dialogue files" in text
     stages = json.loads((out / "stages.json").read_text(encoding="utf-8"))
     assert set(stages) == {"data", "mini-ssl", "dapt-data", "dapt", "evaluate-minilm", "evaluate-minilm-clinc",
-                           "evaluate-dapt", "evaluate-mini", "evaluate-mini-clinc"}
+                           "evaluate-dapt", "evaluate-mini", "evaluate-mini-clinc", "response-data", "response",
+                           "evaluate-response"}
     # a second run finds every stage done and only re-renders
     again = subprocess.run([sys.executable, str(REPO / "scripts" / "results.py"), "--quick", "--out", str(out),
                             "--doc", str(doc)], check=True, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert again.stdout.count("done already") == 9
+    assert again.stdout.count("done already") == 12

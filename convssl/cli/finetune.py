@@ -323,13 +323,31 @@ def train_and_score(config: FinetuneRunConfig, model: Path, data: LabelledData, 
         "test": test_metrics,
         "epochs_run": len(training.get("history") or []) or None,
         "seconds": round(time.time() - started, 1),
+        "warnings": at_chance_warnings(classifier.oos_label, {"validation": (val_metrics, data.val),
+                                                              "test": (test_metrics, data.test)}),
     }
+    for warning in summary["warnings"]:
+        LOG.warning("%s", warning)
     write_json_atomic(folder / "metrics.json", summary)
     if test_metrics:
         with (folder / "README.md").open("a", encoding="utf-8") as fh:
             fh.write("\n## Test metrics (never used for training or the threshold)\n\n```json\n"
                      + json.dumps(test_metrics, indent=2) + "\n```\n")
     return summary
+
+
+def at_chance_warnings(oos_label: str | None, scored: dict[str, tuple[dict[str, Any], list]]) -> list[str]:
+    """A line per split whose closed-set accuracy is at chance level (guessing the commonest intent)."""
+    from convssl.utils.chance import UNDERTRAINED_HINT, chance_accuracy, chance_warning
+
+    warnings = []
+    for split, (metrics, examples) in scored.items():
+        labels = [e.label for e in examples if e.label != oos_label]
+        if "accuracy" in metrics and labels:
+            line = chance_warning(f"{split} accuracy", metrics["accuracy"], chance_accuracy(labels), len(labels),
+                                  UNDERTRAINED_HINT)
+            warnings += [line] if line else []
+    return warnings
 
 
 def _pct(metrics: dict[str, Any], key: str) -> str | None:
@@ -359,6 +377,8 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
           + (f", {ex['rejected']} malformed records skipped (rejects.jsonl)" if ex["rejected"] else ""))
     print(_metric_line("validation", summary["validation"]))
     print(_metric_line("test", summary["test"]))
+    for warning in summary.get("warnings") or []:
+        print(f"WARNING: {warning}")
     cal = summary.get("calibration") or {}
     if summary["threshold"] is None:
         print("out-of-scope threshold: none (no validation data): nothing is rejected")

@@ -68,6 +68,8 @@ def render_markdown(result, seconds: float) -> str:
         kind = task_rows[0].task_kind
         lines.append(f"## {task}")
         lines.append("")
+        lines += [f"**Warning:** {r.model}, {r.mode}: {r.warning}." for r in task_rows if r.warning]
+        lines += [""] if any(r.warning for r in task_rows) else []
         lines += {"intent": _intent_section, "oos": _oos_section, "response": _response_section,
                   "ppl": _ppl_section}[kind](task_rows)
     return "\n".join(lines)

@@ -42,6 +42,7 @@ from convssl.evaluate.tasks import (
 from convssl.models.encoder import folder_fingerprint
 from convssl.models.reference import resolve_model_path
 from convssl.runs import prepare_run_dir
+from convssl.utils.chance import UNDERTRAINED_HINT, chance_accuracy, chance_warning
 
 LOG = logging.getLogger("convssl.evaluate")
 
@@ -56,6 +57,7 @@ class Row:
     metrics: dict[str, Any]
     seconds: float
     note: str = ""
+    warning: str = ""  # set when the row's score is at chance level (convssl.utils.chance)
 
 
 @dataclass
@@ -100,6 +102,8 @@ class Runner:
         # of one data set share the training run (same in-scope train split, same validation).
         self._finetuned: dict[tuple[str, str], Any] = {}
         self._random_folders: dict[str, Path] = {}
+        # (chance accuracy, test examples) by task name, for the at-chance warnings of its rows
+        self._chance: dict[str, tuple[float, int]] = {}
 
     # ---- representations -------------------------------------------------------------------
     def representations(self) -> list[Representation]:
@@ -153,11 +157,26 @@ class Runner:
 
     def _add(self, rep: Representation, spec: TaskSpec, mode: str, metrics: dict[str, Any], seconds: float,
              note: str = "") -> None:
-        row = Row(rep.name, rep.kind, spec.name, spec.kind, mode, metrics, round(seconds, 3), note)
+        warning = self._chance_warning(spec, metrics) or ""
+        row = Row(rep.name, rep.kind, spec.name, spec.kind, mode, metrics, round(seconds, 3), note, warning)
         self.result.rows.append(row)
         main = {k: v for k, v in metrics.items() if isinstance(v, float)}
         LOG.info("%s | %s | %s | %s (%.1fs)", rep.name, spec.name, mode,
                  ", ".join(f"{k}={v:.4f}" for k, v in list(main.items())[:4]), seconds)
+        if warning:
+            LOG.warning("%s | %s | %s: %s", rep.name, spec.name, mode, warning)
+
+    def _chance_warning(self, spec: TaskSpec, metrics: dict[str, Any]) -> str | None:
+        """The row's headline score against guessing: intent accuracy, OOS closed-set accuracy,
+        response recall@1 (whose chance is 1 / candidates)."""
+        if "recall@1" in metrics and "chance_recall@1" in metrics:
+            return chance_warning("recall@1", metrics["recall@1"], metrics["chance_recall@1"], metrics["pairs"],
+                                  UNDERTRAINED_HINT)
+        key = {"intent": "accuracy", "oos": "closed_set_accuracy"}.get(spec.kind)
+        if key in metrics and spec.name in self._chance:
+            chance, n = self._chance[spec.name]
+            return chance_warning(key.replace("_", "-"), metrics[key], chance, n, UNDERTRAINED_HINT)
+        return None
 
     def _features(self, rep: Representation, fit_texts: list[str], *texts_lists: list[str]) -> tuple[list[Any], float]:
         start = time.perf_counter()
@@ -179,6 +198,8 @@ class Runner:
         data.test = stratified_subsample(data.test, c.max_test, c.seed + 1)
         if c.max_test is not None:
             data.val = stratified_subsample(data.val, c.max_test, c.seed + 2)
+        in_scope = [e.label for e in data.test if e.label != oos]
+        self._chance[spec.name] = (chance_accuracy(in_scope), len(in_scope))
         self.result.tasks[spec.name] = {
             "kind": spec.kind, "path": spec.path, "train": len(data.train), "validation": len(data.val),
             "test": len(data.test), "labels": len(data.labels), "rejected_records": data.rejected,

@@ -68,6 +68,9 @@ class ObjectiveConfig:
     """contrastive, turn_views: also rank in the other direction (replies for contexts and contexts for replies)."""
     hard_negatives: bool = False
     """contrastive: one extra negative per example from the same dialogue."""
+    role_tokens: bool = True
+    """contrastive: false feeds plain text ([CLS] turn turn turn [SEP], no role/[EOT] markers), the form
+    `convssl evaluate`'s response selection and the serving response bank embed."""
     same_dialogue_negatives: float = 0.0
     """nup: share of negatives taken from the same dialogue."""
     view_drop: float = 0.3

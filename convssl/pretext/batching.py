@@ -158,16 +158,18 @@ def windows(dialogues: Iterable[DialogueLike], size: int) -> Iterator[list[Dialo
     yield from grouped((d for d in dialogues if len(d.turns) >= 2), size)
 
 
-def context_row(segments: list[np.ndarray], ids: SpecialIds, budget: int) -> np.ndarray:
-    """`[CLS] seg ... [SEP]` keeping the most recent turns; the oldest kept turn may lose its start."""
+def context_row(segments: list[np.ndarray], ids: SpecialIds, budget: int, marked: bool = True) -> np.ndarray:
+    """`[CLS] seg ... [SEP]` keeping the most recent turns; the oldest kept turn may lose its start
+    (but not its role token when the segments are `marked`)."""
     kept: list[np.ndarray] = []
     used = 0
     for seg in reversed(segments):
         room = budget - used
-        if room <= 2:
+        if room <= (2 if marked else 0):  # a marked turn needs room for its role token and some text
             break
         if len(seg) > room:
-            seg = np.concatenate([seg[:1], seg[len(seg) - room + 1 :]])  # keep the role token
+            head = seg[:1] if marked else seg[:0]  # keep the role token
+            seg = np.concatenate([head, seg[len(seg) - room + len(head) :]])
         kept.append(seg)
         used += len(seg)
     return np.concatenate([[ids.bos], *reversed(kept), [ids.eos]]).astype(np.int64)

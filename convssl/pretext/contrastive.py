@@ -38,6 +38,16 @@ WINDOW = 64  # dialogues read before their examples are shuffled together
 SHUFFLE_BATCHES = 8  # shuffle buffer, in batches: spreads one dialogue's examples apart
 
 
+def plain_text(segment: np.ndarray) -> np.ndarray:
+    """A `[ROLE] text [EOT]` segment without its markers."""
+    return segment[1:-1]
+
+
+def text_key(segment: np.ndarray, role_tokens: bool) -> int:
+    """`response_key` for marked segments; plain ones carry no role token to skip."""
+    return response_key(segment) if role_tokens else response_key(np.concatenate([[0], segment]))
+
+
 def gather_across_ranks(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     """All ranks' rows (differentiable) and this rank's index; identity without distributed."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -72,7 +82,7 @@ def mask_repeated_texts(
 class ContrastiveResponse(PretextObjective):
     name = "contrastive"
     needs = "any"
-    settings = ("context_turns", "temperature", "symmetric", "hard_negatives")
+    settings = ("context_turns", "temperature", "symmetric", "hard_negatives", "role_tokens")
 
     def __init__(self, config, tokenizer) -> None:
         super().__init__(config, tokenizer)
@@ -89,15 +99,20 @@ class ContrastiveResponse(PretextObjective):
         for group in windows(dialogues, WINDOW):
             for dialogue in group:
                 segs = dialogue_segments(dialogue, self.ids, length - 2)
+                if not self.config.role_tokens:
+                    segs = [plain_text(seg) for seg in segs]
                 for i in range(1, len(segs)):
-                    context = context_row(segs[max(0, i - k) : i], self.ids, length - 2)
+                    if not len(segs[i]):
+                        continue
+                    context = context_row(segs[max(0, i - k) : i], self.ids, length - 2, self.config.role_tokens)
                     response = np.concatenate([bos, segs[i], eos])
                     hard = None
                     if self.config.hard_negatives:
                         j = int(rng.integers(len(segs) - 1))
                         other = segs[j if j < i else j + 1]
-                        hard = np.concatenate([bos, with_role(other, segs[i][0]), eos])
-                    yield context, response, hard, response_key(segs[i])
+                        other = with_role(other, segs[i][0]) if self.config.role_tokens else other
+                        hard = np.concatenate([bos, other, eos])
+                    yield context, response, hard, text_key(segs[i], self.config.role_tokens)
 
     def batches(
         self, dialogues: Iterator[DialogueLike], batch_size: int, rng: np.random.Generator

@@ -111,9 +111,10 @@ class Brain:
     """Loads the models once; `analyze(texts)` is the batched forward pass behind every chat turn."""
 
     def __init__(self, classifier: Any, encoder: Any, templates: Templates, bank: ResponseBank,
-                 detector: HumanRequestDetector, config: ServeConfig):
+                 detector: HumanRequestDetector, config: ServeConfig, bank_encoder: Any = None):
         self.classifier = classifier
         self.encoder = encoder
+        self.bank_encoder = bank_encoder  # the response bank's own dual encoder, when configured
         self.templates = templates
         self.bank = bank
         self.detector = detector
@@ -164,11 +165,16 @@ class Brain:
         if backends["encoder"] == "torch" and config.batching.quantize_encoder:
             if torch_int8_if_close("encoder", encoder, probes, config):
                 backends["encoder"] = "torch-int8"
+        bank_encoder = None
+        if config.responder.encoder_path:
+            bank_encoder = Encoder.load(config.responder.encoder_path, max_length=config.responder.max_length)
+            backends["bank_encoder"] = "torch"
         with autocast(config.batching.bf16 and backends["encoder"].startswith("torch")):
-            bank = ResponseBank(entries, encoder)
+            bank = (ResponseBank(entries, bank_encoder, by_response=True) if bank_encoder is not None
+                    else ResponseBank(entries, encoder))
             detector = HumanRequestDetector(encoder, config.escalation.human_request_threshold,
                                             config.escalation.human_request_phrases)
-        brain = cls(classifier, encoder, templates, bank, detector, config)
+        brain = cls(classifier, encoder, templates, bank, detector, config, bank_encoder)
         brain.backends = backends
         LOG.info("models: classifier %s, encoder %s", backends["classifier"], backends["encoder"])
         return brain
@@ -200,9 +206,9 @@ class Brain:
         with torch.inference_mode(), autocast(self.config.batching.bf16):
             return self.classifier.predict(texts, top_k=3, batch_size=self.config.batching.max_batch)
 
-    def _embed(self, texts: Sequence[str]) -> np.ndarray:
+    def _embed(self, texts: Sequence[str], encoder: Any = None) -> np.ndarray:
         with torch.inference_mode(), autocast(self.config.batching.bf16):
-            return self.encoder.embed(texts, batch_size=self.config.batching.max_batch, normalize=True)
+            return (encoder or self.encoder).embed(texts, batch_size=self.config.batching.max_batch, normalize=True)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -213,7 +219,7 @@ class Brain:
         if todo:
             preds, emb = self._models(todo)
             human = self.detector.scores(emb)
-            replies = self.bank.best(emb)
+            replies = self.bank.best(emb if self.bank_encoder is None else self._embed(todo, self.bank_encoder))
             fresh = {
                 t: Analysis(p.intent, float(p.confidence), [(lab, float(s)) for lab, s in p.top],
                             bool(p.out_of_scope), float(h), r, float(s))

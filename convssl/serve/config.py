@@ -40,6 +40,10 @@ class ResponderConfig:
     """Cosine similarity a bank reply needs to be used; below it the fallback reply is sent."""
     max_length: int = 48
     """Tokens per text when embedding for the bank."""
+    encoder_path: str = ""
+    """A response-selection dual encoder (a `pretrain_minilm_response` run) for the bank alone: it embeds
+    the user's turn as a context and ranks the bank's responses, as it was trained to. Empty: the shared
+    `encoder_path` model matches the turn against the bank's contexts."""
 
 
 @dataclass

@@ -161,9 +161,11 @@ def chitchat_bank(limit: int = 3000) -> list[BankEntry]:
 class ResponseBank:
     """Precomputed, L2-normalised key embeddings; `best(query_embeddings)` is one matrix product."""
 
-    def __init__(self, entries: Sequence[BankEntry], encoder: Any, batch_size: int = 128):
+    def __init__(self, entries: Sequence[BankEntry], encoder: Any, batch_size: int = 128, by_response: bool = False):
+        """`by_response`: rank the replies themselves (a response-selection encoder), not their contexts."""
         self.entries = list(entries)
-        self.keys = encoder.embed([e.key for e in self.entries], batch_size=batch_size, normalize=True)
+        keys = [e.response if by_response else e.key for e in self.entries]
+        self.keys = encoder.embed(keys, batch_size=batch_size, normalize=True)
 
     def best(self, queries: np.ndarray) -> list[tuple[str, float]]:
         if not self.entries:

@@ -11,14 +11,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import shlex
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +70,8 @@ def settings_from_args(args: argparse.Namespace) -> TrackingSettings:
 
 def git_commit() -> str | None:
     """The commit of the convssl checkout, when it is one (an installed wheel has none)."""
+    import subprocess
+
     root = Path(__file__).resolve().parents[2]
     if not (root / ".git").exists():
         return None
@@ -86,6 +84,10 @@ def git_commit() -> str | None:
 
 
 def package_versions() -> dict[str, str]:
+    # importlib.metadata costs ~0.1-0.8 s to import: only ever called from the tracking thread.
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
     found = {"python": platform.python_version()}
     for name in VERSIONED_PACKAGES:
         try:
@@ -95,15 +97,29 @@ def package_versions() -> dict[str, str]:
     return found
 
 
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (containers)
+        return "unknown"
+
+
+def command_line(argv: list[str]) -> str:
+    import shlex
+
+    return shlex.join(["convssl", *argv])[:5000]
+
+
 def run_tags(verb: str, argv: list[str]) -> dict[str, str]:
-    command = shlex.join(["convssl", *argv])
     tags = {
         "mlflow.runName": f"{verb}-{time.strftime('%Y%m%d-%H%M%S')}",
         "mlflow.source.name": f"convssl {verb}",
         "mlflow.source.type": "LOCAL",
-        "mlflow.user": os.environ.get("USER") or os.environ.get("USERNAME") or "unknown",
+        "mlflow.user": _user(),
         "convssl.verb": verb,
-        "convssl.command": command[:5000],
+        "convssl.command": command_line(argv),
         "convssl.cwd": os.getcwd(),
     }
     commit = git_commit()
@@ -121,9 +137,9 @@ class CommandRun:
 
         self.settings = settings
         self.out = Path(out) if out else None
-        tags = run_tags(verb, argv)
-        self.manifest = Manifest(verb, tags["convssl.command"], settings.uri, settings.experiment,
-                                 int(time.time() * 1000), tags)
+        self.argv = argv
+        # Tags (git commit, package versions) are filled in by the tracking thread, off the start-up path.
+        self.manifest = Manifest(verb, command_line(argv), settings.uri, settings.experiment, int(time.time() * 1000))
         self.client: Any = None
         self.problem: str | None = None
         self._stop = threading.Event()
@@ -142,6 +158,7 @@ class CommandRun:
     def _work(self) -> None:
         from convssl.tracking.recorder import mlflow_client, start_run
 
+        self.manifest.tags = run_tags(self.manifest.verb, self.argv)
         try:
             self.client = mlflow_client(self.settings.uri)
             self.manifest.run_id = start_run(self.client, self.manifest)

@@ -397,12 +397,13 @@ class Trainer:
         if self.probe is not None and (step is None or every <= 0 or step % every == 0 or step == cfg.max_steps):
             accuracy = None
             if self.dist.is_main:
-                from convssl.train.probe import probe_accuracy
+                from convssl.train.probe import probe_accuracy, warn_if_probe_at_chance
 
                 with preserved_rng():
                     accuracy = probe_accuracy(
                         self.model.trunk, self.tokenizer, self.probe, self.device, cfg.probe.max_length, cfg.bf16
                     )
+                warn_if_probe_at_chance(accuracy, self.probe.test_labels, step)
             out["val.probe_accuracy"] = broadcast_object(accuracy, self.dist)
         return out
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,8 @@ import numpy as np
 import torch
 
 from convssl.utils.compute import autocast
+
+LOG = logging.getLogger("convssl.train")
 
 
 @dataclass
@@ -118,3 +121,14 @@ def probe_accuracy(
     clf = LogisticRegression(max_iter=300)
     clf.fit(scaler.transform(x_train), probe.train_labels)
     return float((clf.predict(scaler.transform(x_test)) == np.asarray(probe.test_labels)).mean())
+
+
+def warn_if_probe_at_chance(accuracy: float, test_labels: list[str], step: int | None) -> str | None:
+    """Log (and return) a warning when the probe is no better than guessing the commonest label."""
+    from convssl.utils.chance import chance_accuracy, chance_warning
+
+    warning = chance_warning("probe accuracy", accuracy, chance_accuracy(test_labels), len(test_labels),
+                             "the encoder is still at its starting point: keep training")
+    if warning:
+        LOG.warning("step %s: %s", step if step is not None else "final", warning)
+    return warning

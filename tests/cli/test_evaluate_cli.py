@@ -15,7 +15,7 @@ from tests.evaluate import slices
 
 # The same session fixtures as tests/evaluate (real data slices, tiny models built in tmp).
 banking_slice, clinc_slice, sgd_slice = slices.banking_slice, slices.clinc_slice, slices.sgd_slice
-tiny_bert, tiny_gpt2 = slices.tiny_bert, slices.tiny_gpt2
+tiny_bert, tiny_gpt2, constant_bert = slices.tiny_bert, slices.tiny_gpt2, slices.constant_bert
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -166,3 +166,21 @@ def test_a_rerun_with_the_same_out_reuses_finished_training_runs(tiny_bert, bank
     assert main([*args, "intent.finetune.epochs=2"]) == 0  # another setting: nothing to reuse
     assert weights.stat().st_mtime_ns != trained_at
     assert "epochs_run" in json.loads((out / "report.json").read_text(encoding="utf-8"))["rows"][0]["metrics"]
+
+
+def test_an_encoder_at_chance_level_is_flagged_in_report_and_console(constant_bert, banking_slice, tmp_path, caplog):
+    """A model that learned nothing scores what guessing scores; the report and the console must
+    say so, the baselines must not."""
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--model", str(constant_bert), "--task", f"intent:{banking_slice}", "--modes", "probe",
+                 "--no-random-baseline", "--no-plots", "--out", str(out)]) == 0
+    rows = json.loads((out / "report.json").read_text(encoding="utf-8"))["rows"]
+    model = next(r for r in rows if r["model"] == "constant-bert")
+    tfidf = next(r for r in rows if r["kind"] == "tfidf")
+    assert model["metrics"]["accuracy"] == pytest.approx(0.1)  # 10 balanced intents
+    assert "at chance level (10.0% by guessing, 100 examples)" in model["warning"]
+    assert tfidf["metrics"]["accuracy"] > 0.5 and not tfidf["warning"]
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "**Warning:** constant-bert, probe: accuracy 10.0% is at chance level" in md
+    assert "tfidf+logreg, probe" not in md
+    assert any("at chance level" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)

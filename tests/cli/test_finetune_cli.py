@@ -17,7 +17,7 @@ from tests.conftest import need_module
 from tests.evaluate import slices
 
 # A 2-layer, 32-wide random BERT with MiniLM's tokenizer, and a CLINC150 slice with OOS splits.
-tiny_bert, clinc_slice = slices.tiny_bert, slices.clinc_slice
+tiny_bert, clinc_slice, constant_bert = slices.tiny_bert, slices.clinc_slice, slices.constant_bert
 
 INTENTS = ["card_arrival", "exchange_rate", "change_pin", "top_up_failed", "terminate_account", "lost_or_stolen_card"]
 # A tiny random model learns this slice only with a large learning rate; one thread keeps it deterministic.
@@ -177,3 +177,17 @@ def test_every_finetune_preset_loads(preset):
     config = load_config(FinetuneRunConfig, preset)
     config.validate()
     assert config.method in {"full", "setfit"}
+
+
+def test_a_classifier_at_chance_level_says_so(constant_bert, shared_data, tmp_path, capsys):
+    """An encoder that learned nothing (every text embeds the same) and no training to speak of:
+    test accuracy is 1/6, and the summary warns instead of reporting it like a result."""
+    data = write_banking_slice(shared_data, tmp_path / "b77")
+    out = tmp_path / "clf"
+    assert main(["finetune", "--model", str(constant_bert), "--data", str(data), "--out", str(out),
+                 *FAST, "epochs=1", "lr=1e-12", "head_lr=1e-12"]) == 0
+    printed = capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["test"]["accuracy"] == pytest.approx(1 / 6)
+    assert any(w.startswith("test accuracy 16.7% is at chance level") for w in metrics["warnings"])
+    assert "WARNING: test accuracy 16.7% is at chance level (16.7% by guessing, 60 examples)" in printed

@@ -1,3 +1,3 @@
 """Fixtures of the evaluation tests: see slices.py."""
 
-from tests.evaluate.slices import banking_slice, clinc_slice, sgd_slice, tiny_bert, tiny_gpt2  # noqa: F401
+from tests.evaluate.slices import banking_slice, clinc_slice, constant_bert, sgd_slice, tiny_bert, tiny_gpt2  # noqa: F401

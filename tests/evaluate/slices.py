@@ -91,6 +91,23 @@ def tiny_bert(minilm_path: Path, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def constant_bert(tiny_bert: Path, tmp_path_factory) -> Path:
+    """tiny_bert with its last LayerNorm zeroed: every text embeds the same, a model that learned
+    nothing. Its intent accuracy is what guessing gives (the at-chance warnings' test case)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path_factory.mktemp("models") / "constant-bert"
+    shutil.copytree(tiny_bert, folder)
+    weights = load_file(str(folder / "model.safetensors"))
+    for name in [n for n in weights if n.startswith("encoder.layer.1.output.LayerNorm")]:
+        weights[name].zero_()
+    save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    return folder
+
+
+@pytest.fixture(scope="session")
 def tiny_gpt2(tmp_path_factory, sgd_slice: Path) -> Path:
     """A 2-layer GPT-2 with a byte-level BPE (vocab 600) trained inline on SGD text."""
     import torch

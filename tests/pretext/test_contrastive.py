@@ -125,3 +125,26 @@ def test_negatives_are_gathered_across_ranks(wp_tok, sgd):
     mp.spawn(_rank_loss, args=(2, _free_port(), model.state_dict(), halves, wp_tok, out), nprocs=2)
     assert (out[0][0] + out[1][0]) / 2 == pytest.approx(loss.item(), rel=1e-4)
     assert torch.allclose(out[0][1], model.backbone.embeddings.word_embeddings.weight.grad, atol=1e-6)
+
+
+def test_plain_text_pairs_carry_no_role_or_turn_markers(wp_tok, sgd):
+    """`role_tokens: false` gives the inputs `convssl evaluate` and the serving bank embed:
+    `[CLS] turn turn turn [SEP]` for the context, `[CLS] reply [SEP]` for the response."""
+    obj = build_objective(ObjectiveConfig(name="contrastive", context_turns=3, role_tokens=False), wp_tok)
+    ids = obj.ids
+    markers = {ids.eot, *ids.roles.values()}
+    pairs = list(obj.pairs(iter(sgd[:5]), np.random.default_rng(0)))
+    expected = [(d, i) for d in sgd[:5] for i in range(1, len(d.turns)) if len(d.turns[i])]
+    assert len(pairs) == len(expected)
+    for (context, response, _, _), (d, i) in zip(pairs, expected):
+        assert not markers & set(context.tolist()) and not markers & set(response.tolist())
+        want = [t for j in range(max(0, i - 3), i) for t in d.turns[j].tolist()]
+        budget = obj.config.max_length - 2
+        assert context.tolist() == [ids.bos, *want[-budget:], ids.eos]  # the most recent tokens kept
+        assert response.tolist() == [ids.bos, *d.turns[i].tolist()[: budget - 2], ids.eos]
+
+
+def test_plain_text_contrastive_loss_falls(wp_tok, chats):
+    obj = build_objective(ObjectiveConfig(name="contrastive", max_length=64, role_tokens=False), wp_tok)
+    recalls = train_losses(obj, chats, steps=40, n_batches=2, lr=3e-3, metric="recall@1")
+    assert mean(recalls[-8:]) > mean(recalls[:4]) + 0.2

@@ -92,3 +92,14 @@ def test_probe_drives_best_and_early_stopping(data_dir, tmp_path, shared_data):
     assert best["value"] == pytest.approx(max(r["val.probe_accuracy"] for r in evals))
     # lr 1e-6 barely moves the weights: the probe plateaus and patience 2 stops the run early.
     assert result.stopped_early and result.steps < 60
+
+
+def test_a_probe_at_chance_level_is_logged_as_a_warning(caplog):
+    from convssl.train.probe import warn_if_probe_at_chance
+
+    labels = [f"intent{i % 77}" for i in range(770)]
+    with caplog.at_level("WARNING", logger="convssl.train"):
+        assert warn_if_probe_at_chance(0.015, labels, 50) is not None
+        assert warn_if_probe_at_chance(0.41, labels, 100) is None
+    flagged = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(flagged) == 1 and flagged[0].startswith("step 50: probe accuracy 1.5% is at chance level (1.3%")
