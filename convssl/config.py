@@ -285,6 +285,9 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         path = resolve_config_path(path)
         where = str(path)
         data = _merge(data, _read_mapping(path))
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"{COMMAND_LINE}: {item!r} must look like key=value (e.g. seed=1)")
     given = [item.split("=", 1)[0].strip() for item in overrides or []] + list(values or {})
     for key, item in zip(given, [*(overrides or []), *(values or {})]):
         check_key(cls, key, f"{COMMAND_LINE}: {item}")

@@ -98,8 +98,6 @@ def build_config(args: argparse.Namespace) -> FinetuneRunConfig:
     """Preset or file, then `key=value` overrides, then the options (which win)."""
     from convssl.config import load_config
 
-    for bad in [o for o in args.overrides if "=" not in o]:
-        raise UserError(f"override {bad!r} must look like key=value (e.g. epochs=5)")
     config = load_config(FinetuneRunConfig, args.config or DEFAULT_PRESET, args.overrides, config_values(args))
     config.validate()
     if args.print_config:

@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, dest="cfg.inputs.limit", metavar="N",
                         help="read at most N records per input")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_config_options(parser, "convssl.data.pipeline:PrepareConfig", "prepare")
+    add_config_options(parser, "convssl.data.config:PrepareConfig", "prepare")
 
 
 def split_items(items: list[str]) -> tuple[list[str], list[str]]:
@@ -71,7 +71,7 @@ def split_items(items: list[str]) -> tuple[list[str], list[str]]:
 def build_config(args: argparse.Namespace) -> Any:
     """Preset or file, then `key=value` overrides, then the inputs and options (which win)."""
     from convssl.config import load_config
-    from convssl.data.pipeline import PrepareConfig
+    from convssl.data.config import PrepareConfig
 
     inputs, overrides = split_items(args.items)
     values = config_values(args)

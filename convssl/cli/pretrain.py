@@ -47,8 +47,6 @@ def _load(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from convssl.train.loop import INTERRUPTED_EXIT, TrainingInterrupted, pretrain
 
-    for bad in [o for o in args.overrides if "=" not in o]:
-        raise UserError(f"override {bad!r} must look like key=value (e.g. max_steps=100)")
     config = _load(args)
     if printed_config(args, config):
         return 0

@@ -448,25 +448,7 @@ class Trainer:
                 step = state["step"]
                 window.add(losses, metrics, tokens)
                 if step % cfg.log_every == 0 or step == cfg.max_steps:
-                    now = time.perf_counter()
-                    seconds = now - window_start
-                    global_tokens = int(all_reduce_sum(window.tokens, self.dist, self.device))
-                    state["tokens_seen"] += global_tokens
-                    state["elapsed"] += seconds
-                    record = self._log_record(step, window.losses, window.metrics, window.steps)
-                    record.update(
-                        lr=self.scheduler.get_last_lr()[0],
-                        real_tokens=state["tokens_seen"],
-                        tokens_per_s=global_tokens / max(seconds, 1e-9),
-                        elapsed=state["elapsed"],
-                    )
-                    if writer is not None:
-                        writer.write(record)
-                        LOG.info("step %d: loss %.4f, lr %.3g, %.0f tokens/s", step, record["loss"], record["lr"],
-                                 record["tokens_per_s"])
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
-                    last_metrics = record
+                    last_metrics = self._close_window(state, window, time.perf_counter() - window_start, writer, bar)
                     window = _Window.restore(None, len(self.objectives), self.device)
                     window_start = time.perf_counter()
                 if bar is not None:
@@ -520,6 +502,24 @@ class Trainer:
         return TrainResult(
             self.run_dir, state["step"], state["tokens_seen"], final_dir, state["best"], last_metrics, stopped_early
         )
+
+    def _close_window(self, state: dict[str, Any], window: _Window, seconds: float, writer: Any,
+                      bar: Any) -> dict[str, Any]:
+        """The metrics record of the steps since the last one: written, logged and shown."""
+        step = state["step"]
+        global_tokens = int(all_reduce_sum(window.tokens, self.dist, self.device))
+        state["tokens_seen"] += global_tokens
+        state["elapsed"] += seconds
+        record = self._log_record(step, window.losses, window.metrics, window.steps)
+        record.update(lr=self.scheduler.get_last_lr()[0], real_tokens=state["tokens_seen"],
+                      tokens_per_s=global_tokens / max(seconds, 1e-9), elapsed=state["elapsed"])
+        if writer is not None:
+            writer.write(record)
+            LOG.info("step %d: loss %.4f, lr %.3g, %.0f tokens/s", step, record["loss"], record["lr"],
+                     record["tokens_per_s"])
+        if bar is not None:
+            bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
+        return record
 
     def _stop_requested(self, stop: _StopFlag) -> bool:
         """Ranks agree on stopping (torchrun signals every rank, but not at the same instant)."""

@@ -12,7 +12,7 @@ from convssl.cli import main
 from convssl.config import describe_fields
 
 VERBS = {
-    "prepare": ("convssl.data.pipeline", "PrepareConfig"),
+    "prepare": ("convssl.data.config", "PrepareConfig"),
     "pretrain": ("convssl.train.config", "PretrainConfig"),
     "evaluate": ("convssl.evaluate.config", "EvaluateConfig"),
     "finetune": ("convssl.cli.finetune", "FinetuneRunConfig"),
