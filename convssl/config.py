@@ -236,12 +236,21 @@ def list_presets(prefix: str = "") -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob(f"{prefix}*.yaml"))
 
 
+def preset_path(name: str | Path) -> Path | None:
+    """A file shipped in convssl/configs, named with or without `.yaml` (`serve_demo`,
+    `conversations/banking77`), or None."""
+    for candidate in (PRESET_DIR / name, PRESET_DIR / f"{name}.yaml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def resolve_config_path(path: str | Path) -> Path:
     """A YAML file, or a preset name of convssl/configs (with or without `.yaml`)."""
     path = Path(path)
-    for candidate in (path, PRESET_DIR / path, PRESET_DIR / f"{path}.yaml"):
-        if candidate.is_file():
-            return candidate
+    found = path if path.is_file() else preset_path(path)
+    if found is not None:
+        return found
     hint = did_you_mean(path.stem, list_presets())
     raise ConfigError(f"config file {path} does not exist and is no preset{hint} "
                       f"(presets: {', '.join(list_presets())})")

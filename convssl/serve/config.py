@@ -8,14 +8,25 @@ from dataclasses import dataclass, field
 
 @dataclass
 class EscalationConfig:
-    """When the bot hands a conversation to a person.
+    """When a turn counts as understood, when the bot asks which of two intents was meant, and when
+    it hands a conversation to a person.
 
-    A single uncertain answer is often fine (users rephrase), so by default it takes
-    `low_confidence_turns` uncertain turns in a row; an explicit request for a person escalates at once.
+    `confidence_threshold`: null (default) = "not understood" is the served classifier's own
+    out-of-scope decision, with the threshold it calibrated on validation data
+    (`convssl_intent.json`); a number additionally requires that top-1 probability.
+    `clarify_margin`: top-1 minus top-2 probability below which the bot asks "A or B?" instead of
+    answering (or, for a turn not understood, instead of falling back when the two together pass the
+    calibrated threshold); 0 = never ask.
+    A single uncertain answer is often fine (users rephrase), so it takes `low_confidence_turns`
+    turns not understood in a row; an explicit request for a person escalates at once, and so does
+    frustration ("this is useless") in a turn that carries no understood question.
     """
 
-    confidence_threshold: float = 0.5
-    """A turn whose intent confidence is below this counts as uncertain."""
+    confidence_threshold: float | None = None
+    """Top-1 probability a turn needs to count as understood; empty: the classifier's own calibrated
+    out-of-scope decision."""
+    clarify_margin: float = 0.1
+    """Top-1 minus top-2 probability below which the bot asks which of the two was meant (0: never)."""
     low_confidence_turns: int = 2
     """Uncertain turns in a row that hand the conversation to a person."""
     escalate_out_of_scope: bool = True
@@ -26,11 +37,32 @@ class EscalationConfig:
     """Intents that mean 'let me talk to a person' (escalate at once)."""
     human_request_phrases: list[str] = field(default_factory=list)
     """Extra phrases that ask for a person, added to the built-in examples."""
+    frustration_threshold: float = 0.6
+    """Similarity to the frustration examples above which a turn without an understood question escalates."""
+    frustration_phrases: list[str] = field(default_factory=list)
+    """Extra phrases of frustration, added to the built-in examples."""
+
+
+@dataclass
+class SmallTalkConfig:
+    """Curated small talk (`convssl/serve/smalltalk.py`): topics with examples and fitting replies.
+
+    `file`: YAML of topics (empty = no curated small talk); `threshold`: minimum cosine to a topic's
+    example (and nearer than every near miss) for its reply.
+    """
+
+    file: str = ""
+    """YAML of small-talk topics with examples and replies; empty: no curated small talk."""
+    threshold: float = 0.6
+    """Cosine to a topic's example (and nearer than every near miss) that its reply needs."""
 
 
 @dataclass
 class ResponderConfig:
-    """The dual-encoder response bank used for small talk and intents without a template."""
+    """The dual-encoder response bank used for small talk and intents without a template.
+
+    `bank_size: 0` turns it off (a bot that only says what was written for it).
+    """
 
     bank_file: str = ""
     """Response bank file (JSON or JSONL of replies); empty: the chitchat corpus."""
@@ -140,6 +172,8 @@ class ServeConfig:
     """When the bot hands a conversation to a person."""
     responder: ResponderConfig = field(default_factory=ResponderConfig)
     """The response bank."""
+    smalltalk: SmallTalkConfig = field(default_factory=SmallTalkConfig)
+    """Curated small talk."""
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     """How the models run."""
     limits: LimitsConfig = field(default_factory=LimitsConfig)
