@@ -313,7 +313,7 @@ def compare_tracking(args: argparse.Namespace, data: Path, work: Path) -> None:
     mlflow_client(uri).search_experiments()  # the store's one-off creation is not a step's cost
     times: dict[str, list[float]] = {"off": [], "on": []}
     for round_ in range(args.rounds):
-        for side in ("off", "on"):
+        for side in ("off", "on") if round_ % 2 == 0 else ("on", "off"):  # drift hits both sides alike
             torch.manual_seed(round_)
             r = run_convssl(data, args.batch, args.steps, 1e-3, args.max_length, work / f"{side}{round_}",
                             log_every=1, track_uri=uri if side == "on" else None)

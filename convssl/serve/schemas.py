@@ -51,6 +51,12 @@ class ChatOut(BaseModel):
     # [intent, probability] pairs; typed as a 2-item list because FastAPI writes a tuple as an
     # array-form `items`, which OpenAPI 3.1 validators reject
     top: list[Annotated[list[str | float], Field(min_length=2, max_length=2)]] = []
+    # what the bot did (policy.KINDS), why it escalated, the intents a clarifying question offers,
+    # and whether the turn counted as understood: what `convssl conversations test` checks
+    kind: Literal["answer", "smalltalk", "bank", "clarify", "fallback", "escalate", "agent"] = "answer"
+    reason: str | None = None
+    options: list[str] = []
+    understood: bool = False
 
 
 class FeedbackIn(BaseModel):

@@ -10,6 +10,7 @@ command goes on, the user is told once, and `convssl tracking sync RUN` sends th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import threading
@@ -21,8 +22,9 @@ from typing import Any
 from convssl.tracking.settings import TrackingSettings
 
 TRACKED_VERBS = ("prepare", "pretrain", "evaluate", "finetune")
-TAIL_SECONDS = float(os.environ.get("CONVSSL_TRACKING_INTERVAL", "10"))
+TAIL_SECONDS = 10.0  # how often new metrics.jsonl lines are sent; CONVSSL_TRACKING_INTERVAL overrides
 VERSIONED_PACKAGES = ("convssl", "torch", "transformers", "tokenizers", "mlflow", "numpy")
+INTERRUPTED = 130  # the exit code of a command stopped by Ctrl-C (pretraining saves a checkpoint first)
 _OVERRIDE_PREFIXES = ("tracking=", "tracking.uri=", "tracking.experiment=")
 
 
@@ -142,6 +144,10 @@ class CommandRun:
         self.manifest = Manifest(verb, command_line(argv), settings.uri, settings.experiment, int(time.time() * 1000))
         self.client: Any = None
         self.problem: str | None = None
+        self._announced: Path | None = None
+        # Folders that already belong to an earlier run: a failed command never takes them over.
+        self._taken = {self.out} if self.out is not None and (self.out / "tracking.json").exists() else set()
+        self._abandoned = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._work, name="convssl-tracking", daemon=True)
 
@@ -153,7 +159,9 @@ class CommandRun:
         return self
 
     def _note_run_dir(self, path: Path) -> None:
-        self.out = Path(path)
+        self.out = self._announced = Path(path)
+        if (self._announced / "tracking.json").exists():
+            self._taken.add(self._announced)
 
     def _work(self) -> None:
         from convssl.tracking.recorder import mlflow_client, start_run
@@ -161,12 +169,24 @@ class CommandRun:
         self.manifest.tags = run_tags(self.manifest.verb, self.argv)
         try:
             self.client = mlflow_client(self.settings.uri)
+            if self._abandoned.is_set():
+                return
             self.manifest.run_id = start_run(self.client, self.manifest)
+            if self._abandoned.is_set():  # the command failed on its input meanwhile: leave no trace
+                self.client.delete_run(self.manifest.run_id)
+                return
         except Exception as exc:  # noqa: BLE001 - any store failure must leave the command running
             self._unreachable(exc)
             return
-        while not self._stop.wait(TAIL_SECONDS):
+        interval = float(os.environ.get("CONVSSL_TRACKING_INTERVAL") or TAIL_SECONDS)
+        while not self._stop.wait(interval):
             self._send_new_metrics()
+        if self._abandoned.is_set() and self.problem is None:
+            with contextlib.suppress(Exception):  # nothing sent yet: no trace; else keep what was sent
+                if self.manifest.metric_lines_sent == 0:
+                    self.client.delete_run(self.manifest.run_id)
+                else:
+                    self.client.set_terminated(self.manifest.run_id, status="FAILED")
 
     def _send_new_metrics(self) -> None:
         from convssl.tracking.recorder import send_metrics, step_metrics
@@ -196,13 +216,21 @@ class CommandRun:
         from convssl.runs import RUN_DIR_LISTENERS
         from convssl.tracking.recorder import record_folder
 
-        self._stop.set()
-        self._thread.join()
         if self._note_run_dir in RUN_DIR_LISTENERS:
             RUN_DIR_LISTENERS.remove(self._note_run_dir)
+        # The folder this command wrote: announced by the verb, or (finetune) its --out once it exists.
+        folder = self._announced or (self.out if status == "FINISHED" else None)
+        folder = folder if folder is not None and folder.is_dir() else None
+        if status != "FINISHED" and (folder is None or folder in self._taken):
+            # Bad input (nothing written) or a failure in another run's folder: the error is shown at
+            # once, without waiting for mlflow, and neither the store nor the folder is touched.
+            self._abandoned.set()
+            self._stop.set()
+            return
+        self._stop.set()
+        self._thread.join()
         self.manifest.status = status
         self.manifest.end_time = int(time.time() * 1000)
-        folder = self.out if self.out is not None and self.out.is_dir() else None
         if self.problem is None and self.manifest.run_id:
             try:
                 record_folder(self.client, self.manifest, folder)
@@ -227,7 +255,7 @@ def tracked(verb: str, args: argparse.Namespace, argv: list[str], run: Callable[
     status = "FAILED"
     try:
         code = int(run(args) or 0)
-        status = "FINISHED" if code == 0 else "FAILED"
+        status = "FINISHED" if code == 0 else "KILLED" if code == INTERRUPTED else "FAILED"
         return code
     except KeyboardInterrupt:
         status = "KILLED"

@@ -114,7 +114,7 @@ def test_feedback_export_is_accepted_as_training_data(tiny_bert, banking, tmp_pa
 
     db_path = tmp_path / "serve.sqlite3"
     conn = db.connect(db_path)
-    conn.executescript(db.SCHEMA)
+    db.migrate(conn)
     swallowed = ["the ATM ate my card, what do I do?", "the cash machine kept my card", "my card got stuck in the ATM",
                  "an ATM swallowed my card", "my card is stuck inside the cash machine"]
     for i, text in enumerate(swallowed):

@@ -62,3 +62,49 @@ def test_tracking_false_records_nothing(tracking_on, tmp_path, capsys):
     assert not (out / "tracking.json").exists()
     client = MlflowClient(tracking_on)
     assert len(client.search_runs(["0"] + [e.experiment_id for e in client.search_experiments()])) == before
+
+
+def _runs(uri):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    return client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1000)
+
+
+def test_bad_input_fails_at_once_and_records_nothing(tracking_on, tmp_path, capsys):
+    import threading
+
+    before = {r.info.run_id for r in _runs(tracking_on)}
+    started = time.time()
+    assert main(["finetune", "--model", str(tmp_path / "no-model"), "--data", str(tmp_path), "--out",
+                 str(tmp_path / "intent")]) == 2
+    assert time.time() - started < 10  # the error does not wait for mlflow to load
+    assert "no-model" in capsys.readouterr().err
+    for thread in [t for t in threading.enumerate() if t.name == "convssl-tracking"]:
+        thread.join(timeout=120)
+    assert {r.info.run_id for r in _runs(tracking_on)} == before
+
+
+def test_sync_continues_a_run_cut_off_mid_way_without_sending_a_step_twice(tracking_on, tmp_path):
+    from mlflow import MlflowClient
+
+    from convssl.tracking.recorder import Manifest, mlflow_client, send_metrics, start_run, step_metrics
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "metrics.jsonl").write_text("".join(
+        json.dumps({"step": s, "loss": 5.0 - s / 10, "elapsed": s * 0.5}) + "\n" for s in range(1, 7)))
+    manifest = Manifest("pretrain", "convssl pretrain --out run", tracking_on, "convssl", int(time.time() * 1000),
+                        {"convssl.verb": "pretrain"})
+    client = mlflow_client(tracking_on)
+    manifest.run_id = start_run(client, manifest)
+    # The live tail had sent three steps when the store went away; the command then finished.
+    rows, _ = step_metrics(folder, 0, manifest.start_time)
+    send_metrics(client, manifest.run_id, [r for r in rows if r[3] <= 3])
+    manifest.metric_lines_sent, manifest.status = 3, "FINISHED"
+    manifest.save(folder)
+
+    assert main(["tracking", "sync", str(folder)]) == 0
+    history = MlflowClient(tracking_on).get_metric_history(manifest.run_id, "loss")
+    assert sorted(m.step for m in history) == [1, 2, 3, 4, 5, 6]
+    assert MlflowClient(tracking_on).get_run(manifest.run_id).info.status == "FINISHED"

@@ -13,8 +13,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from convssl.serve import db
 from convssl.serve.batching import Overloaded
-from convssl.serve.bot import AGENT_NOTICE, QUEUED_NOTICE, SessionState
 from convssl.serve.events import session_stream
+from convssl.serve.policy import AGENT_NOTICE, QUEUED_NOTICE, SessionState
 from convssl.serve.routes.common import State, error, public
 from convssl.serve.schemas import MAX_ID, SESSION_ID, ChatIn, ChatOut, FeedbackIn, error_responses
 from convssl.serve.state import ServeState
@@ -99,7 +99,8 @@ async def _to_agent(s: ServeState, session_id: str, state: SessionState, text: s
     reply = AGENT_NOTICE.format(agent=agent or "our team") if state.status == "agent" else QUEUED_NOTICE
     return JSONResponse({"session_id": session_id, "reply": reply, "intent": None, "confidence": None,
                          "escalated": True, "handled_by": "agent", "message_id": uid, "user_message_id": uid,
-                         "notice": True, "top": []})
+                         "notice": True, "top": [], "kind": "agent", "reason": None, "options": [],
+                         "understood": False})
 
 
 async def _to_bot(s: ServeState, session_id: str, state: SessionState, body: ChatIn) -> JSONResponse:
@@ -135,6 +136,7 @@ async def _to_bot(s: ServeState, session_id: str, state: SessionState, body: Cha
 
     uid, bid = await s.store.write(write)
     state.low_conf_streak = 0 if decision.escalate else decision.streak
+    state.options = decision.options
     if decision.escalate:
         state.status = "queued"
     elif state.status == "resolved":
@@ -144,4 +146,6 @@ async def _to_bot(s: ServeState, session_id: str, state: SessionState, body: Cha
     return JSONResponse({"session_id": session_id, "reply": decision.reply, "intent": decision.intent,
                          "confidence": round(decision.confidence, 4), "escalated": decision.escalate,
                          "handled_by": "bot", "message_id": bid, "user_message_id": uid, "notice": False,
-                         "top": [[lab, round(p, 4)] for lab, p in decision.top]})
+                         "top": [[lab, round(p, 4)] for lab, p in decision.top],
+                         "kind": decision.kind, "reason": decision.reason, "options": decision.options,
+                         "understood": decision.understood})
