@@ -136,19 +136,25 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def preset_path(name: str | Path) -> Path | None:
+    """A file shipped in convssl/configs, named with or without `.yaml` (`serve_demo`,
+    `conversations/banking77`), or None."""
+    for candidate in (PRESET_DIR / name, PRESET_DIR / f"{name}.yaml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
     """Defaults of `cls`, then the YAML file (if any), then `key=value` overrides."""
     data = to_dict(cls())
     if path is not None:
         path = Path(path)
         if not path.exists():
-            preset = PRESET_DIR / path
-            if preset.exists():
-                path = preset
-            elif (PRESET_DIR / f"{path}.yaml").exists():
-                path = PRESET_DIR / f"{path}.yaml"
-            else:
+            preset = preset_path(path)
+            if preset is None:
                 raise ConfigError(f"config file {path} does not exist")
+            path = preset
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:

@@ -23,8 +23,8 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from convssl.config import load_config
+    from convssl.serve.analysis import Brain
     from convssl.serve.app import create_app
-    from convssl.serve.bot import Brain
     from convssl.serve.config import ServeConfig
     from convssl.serve.server import uvicorn_config
 

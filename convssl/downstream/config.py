@@ -24,6 +24,36 @@ class SetFitConfig:
 
 
 @dataclass
+class PoolConfig:
+    """`method: pool`: the few-shot recipe that learns from an unlabeled pool (docs/ssl_recipe.md).
+
+    The encoder's lower layers stay frozen and are run once per text (`top_layers` are tuned over
+    their cached output). A teacher (logistic regression on the shots' embeddings, optionally after
+    `teacher_epochs` of tuning on the shots) labels the pool; a pool utterance is kept only when
+    label propagation over the pool's kNN graph (`knn` neighbours) agrees (`selection: agreement`)
+    or, as in plain self-training, when it is among the teacher's most confident `confident_fraction`
+    of its intent (`selection: confident`). A student (the original top layers) is tuned on the
+    shots plus the kept pool utterances for `student_epochs`, then a logistic-regression head is
+    fitted on its embeddings; `rounds` repeats labelling and student training with the student
+    as the next teacher. With no pool only the teacher is trained: the same recipe without the pool.
+    """
+
+    top_layers: int = 2
+    teacher_epochs: int = 0
+    student_epochs: int = 2
+    rounds: int = 1
+    selection: Literal["agreement", "confident"] = "agreement"
+    confident_fraction: float = 0.8
+    knn: int = 10
+    lr: float = 5.0e-5
+    batch_size: int = 64
+    min_steps: int = 50
+    scale: float = 20.0
+    head_c: float = 10.0
+    max_pool: int = 30000
+
+
+@dataclass
 class FinetuneConfig:
     """`method: full` trains the whole encoder with a classification head.
 
@@ -37,7 +67,7 @@ class FinetuneConfig:
     `head_lr` defaults to 10 x `lr`.
     """
 
-    method: Literal["full", "setfit"] = "full"
+    method: Literal["full", "setfit", "pool"] = "full"
     head: Literal["pooled", "sequence_classification"] = "pooled"
     probe_c: float = 10.0
     epochs: int = 10
@@ -61,3 +91,4 @@ class FinetuneConfig:
     keep_fraction: float = 0.95
     k_shot: int = 0
     setfit: SetFitConfig = field(default_factory=SetFitConfig)
+    pool: PoolConfig = field(default_factory=PoolConfig)

@@ -8,23 +8,49 @@ from dataclasses import dataclass, field
 
 @dataclass
 class EscalationConfig:
-    """When the bot hands a conversation to a person.
+    """When a turn counts as understood, when the bot asks which of two intents was meant, and when
+    it hands a conversation to a person.
 
-    A single uncertain answer is often fine (users rephrase), so by default it takes
-    `low_confidence_turns` uncertain turns in a row; an explicit request for a person escalates at once.
+    `confidence_threshold`: null (default) = "not understood" is the served classifier's own
+    out-of-scope decision, with the threshold it calibrated on validation data
+    (`convssl_intent.json`); a number additionally requires that top-1 probability.
+    `clarify_margin`: top-1 minus top-2 probability below which the bot asks "A or B?" instead of
+    answering (or, for a turn not understood, instead of falling back when the two together pass the
+    calibrated threshold); 0 = never ask.
+    A single uncertain answer is often fine (users rephrase), so it takes `low_confidence_turns`
+    turns not understood in a row; an explicit request for a person escalates at once, and so does
+    frustration ("this is useless") in a turn that carries no understood question.
     """
 
-    confidence_threshold: float = 0.5
+    confidence_threshold: float | None = None
+    clarify_margin: float = 0.1
     low_confidence_turns: int = 2
     escalate_out_of_scope: bool = True
     human_request_threshold: float = 0.55
     human_request_intents: list[str] = field(default_factory=lambda: ["human_agent", "talk_to_human", "speak_to_human"])
     human_request_phrases: list[str] = field(default_factory=list)
+    frustration_threshold: float = 0.6
+    frustration_phrases: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SmallTalkConfig:
+    """Curated small talk (`convssl/serve/smalltalk.py`): topics with examples and fitting replies.
+
+    `file`: YAML of topics (empty = no curated small talk); `threshold`: minimum cosine to a topic's
+    example (and nearer than every near miss) for its reply.
+    """
+
+    file: str = ""
+    threshold: float = 0.6
 
 
 @dataclass
 class ResponderConfig:
-    """The dual-encoder response bank used for small talk and intents without a template."""
+    """The dual-encoder response bank used for small talk and intents without a template.
+
+    `bank_size: 0` turns it off (a bot that only says what was written for it).
+    """
 
     bank_file: str = ""
     bank_size: int = 3000
@@ -99,6 +125,7 @@ class ServeConfig:
     fallback_reply: str = "Sorry, I did not get that. Could you rephrase it?"
     escalation: EscalationConfig = field(default_factory=EscalationConfig)
     responder: ResponderConfig = field(default_factory=ResponderConfig)
+    smalltalk: SmallTalkConfig = field(default_factory=SmallTalkConfig)
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     log_level: str = "warning"

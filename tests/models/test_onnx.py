@@ -224,7 +224,7 @@ def test_without_onnxruntime_auto_serves_torch_and_onnx_says_how_to_install():
     code = (
         "import sys; sys.modules['onnxruntime'] = None\n"
         "from convssl.models.onnx import OnnxUnavailable, onnx_encoder, onnxruntime_available\n"
-        "from convssl.serve.bot import use_onnx\n"
+        "from convssl.serve.analysis import use_onnx\n"
         "assert not onnxruntime_available()\n"
         "assert use_onnx('auto') is False and use_onnx('torch') is False\n"
         "try:\n    use_onnx('onnx')\nexcept ValueError as exc:\n    print('REFUSED', exc)\n"

@@ -22,7 +22,7 @@ def texts(shared_data) -> list[str]:
 @pytest.fixture(scope="module")
 def torch_brain(tmp_path_factory, make_config):
     """The bot as it starts where onnxruntime is not installed (import made to fail), fp32."""
-    from convssl.serve.bot import Brain
+    from convssl.serve.analysis import Brain
 
     config = make_config(tmp_path_factory.mktemp("db") / "t.sqlite3",
                          **{"batching.quantize_encoder": "false", "batching.quantize_classifier": "false"})
@@ -52,13 +52,12 @@ def test_without_onnxruntime_the_bot_runs_on_torch(torch_brain):
 
 def test_onnx_brain_decides_like_the_torch_brain(tmp_path, make_config, torch_brain, texts):
     pytest.importorskip("onnxruntime")
-    from convssl.serve.bot import Policy, SessionState
+    from convssl.serve.policy import Policy, SessionState
 
     config = make_config(tmp_path / "o.sqlite3")
     onnx_brain = shared_brain(config)
     fast, ref = onnx_brain.analyze(texts), torch_brain.analyze(texts)
-    policy = Policy(torch_brain.templates, config.escalation, config.responder.threshold, config.fallback_reply,
-                    seed=0)
+    policy = Policy.for_brain(torch_brain, config, seed=0)
     same_intent = sum(a.intent == b.intent for a, b in zip(fast, ref)) / len(texts)
     assert same_intent >= 0.95, same_intent
     for text, a, b in zip(texts, fast, ref):
@@ -72,7 +71,8 @@ def test_onnx_brain_decides_like_the_torch_brain(tmp_path, make_config, torch_br
 
 def test_torch_int8_is_kept_only_when_it_passes_the_check(make_config, tmp_path, minilm_path, torch_brain):
     from convssl.models.encoder import Encoder
-    from convssl.serve.bot import HUMAN_REQUEST_EXAMPLES, torch_int8_if_close
+    from convssl.serve.analysis import torch_int8_if_close
+    from convssl.serve.detectors import HUMAN_REQUEST_EXAMPLES
 
     probes = list(HUMAN_REQUEST_EXAMPLES) + SMALL_TALK
     strict = make_config(tmp_path / "s.sqlite3", **{"batching.min_cosine": "0.9999"})

@@ -89,8 +89,8 @@ def test_lineage_from_data_to_the_served_champion(tracking_on, shared_data, mini
 
 
 def _check_served_version(tmp_path, minilm_path):
+    from convssl.serve.analysis import Brain
     from convssl.serve.app import BackgroundServer, create_app
-    from convssl.serve.bot import Brain
     from tests.serve.conftest import serve_config
 
     args = build_parser().parse_args(["serve", "classifier_path=models:/team-intent@champion"])
