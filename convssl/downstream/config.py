@@ -30,6 +30,49 @@ class SetFitConfig:
 
 
 @dataclass
+class PoolConfig:
+    """`method: pool`: the few-shot recipe that learns from an unlabeled pool (docs/ssl_recipe.md).
+
+    The encoder's lower layers stay frozen and are run once per text (`top_layers` are tuned over
+    their cached output). A teacher (logistic regression on the shots' embeddings, optionally after
+    `teacher_epochs` of tuning on the shots) labels the pool; a pool utterance is kept only when
+    label propagation over the pool's kNN graph (`knn` neighbours) agrees (`selection: agreement`)
+    or, as in plain self-training, when it is among the teacher's most confident `confident_fraction`
+    of its intent (`selection: confident`). A student (the original top layers) is tuned on the
+    shots plus the kept pool utterances for `student_epochs`, then a logistic-regression head is
+    fitted on its embeddings; `rounds` repeats labelling and student training with the student
+    as the next teacher. With no pool only the teacher is trained: the same recipe without the pool.
+    """
+
+    top_layers: int = 2
+    """Top encoder layers tuned; the lower ones stay frozen and run once per text."""
+    teacher_epochs: int = 0
+    """Epochs of tuning the teacher on the shots before it labels the pool (0: a probe only)."""
+    student_epochs: int = 2
+    """Epochs of tuning the student on the shots plus the kept pool utterances."""
+    rounds: int = 1
+    """Rounds of labelling and student training (the student teaches the next round)."""
+    selection: Literal["agreement", "confident"] = "agreement"
+    """Which pool utterances are kept: agreement (label propagation agrees) or confident."""
+    confident_fraction: float = 0.8
+    """selection confident: share of each intent's most confident pool utterances kept."""
+    knn: int = 10
+    """Neighbours of the pool's kNN graph for label propagation."""
+    lr: float = 5.0e-5
+    """Learning rate of the teacher and student tuning."""
+    batch_size: int = 64
+    """Examples per tuning batch."""
+    min_steps: int = 50
+    """Fewest tuning steps of a teacher or student, however few the shots (epochs x batches otherwise)."""
+    scale: float = 20.0
+    """Scale of the similarities (logits) in the tuning loss (an inverse temperature)."""
+    head_c: float = 10.0
+    """Inverse L2 strength of the logistic-regression head."""
+    max_pool: int = 30000
+    """Pool utterances used at most (a seeded sample)."""
+
+
+@dataclass
 class FinetuneConfig:
     """`method: full` trains the whole encoder with a classification head.
 
@@ -43,8 +86,9 @@ class FinetuneConfig:
     `head_lr` defaults to 10 x `lr`.
     """
 
-    method: Literal["full", "setfit"] = "full"
-    """full: train the encoder with a classification head; setfit: contrastive tuning, then a logistic-regression head."""
+    method: Literal["full", "setfit", "pool"] = "full"
+    """full: train the encoder with a classification head; setfit: contrastive tuning, then a logistic-regression
+    head; pool: the few-shot recipe that also learns from an unlabeled pool (docs/ssl_recipe.md)."""
     head: Literal["pooled", "sequence_classification"] = "pooled"
     """pooled: linear head on the normalised pooled embedding, started from a probe (LP-FT); sequence_classification: the Hugging Face recipe."""
     probe_c: float = 10.0
@@ -91,3 +135,5 @@ class FinetuneConfig:
     """Train on k examples per intent, drawn with the seed; 0 uses all."""
     setfit: SetFitConfig = field(default_factory=SetFitConfig)
     """Settings of method setfit."""
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    """Settings of method pool."""

@@ -149,6 +149,7 @@ class CommandRun:
         self._taken = {self.out} if self.out is not None and (self.out / "tracking.json").exists() else set()
         self._abandoned = threading.Event()
         self._stop = threading.Event()
+        self.thread_cpu_seconds = 0.0
         self._thread = threading.Thread(target=self._work, name="convssl-tracking", daemon=True)
 
     def start(self) -> CommandRun:
@@ -164,6 +165,13 @@ class CommandRun:
             self._taken.add(self._announced)
 
     def _work(self) -> None:
+        started = time.thread_time()
+        try:
+            self._open_and_tail()
+        finally:
+            self.thread_cpu_seconds = time.thread_time() - started  # what tracking cost the CPU meanwhile
+
+    def _open_and_tail(self) -> None:
         from convssl.tracking.recorder import mlflow_client, start_run
 
         self.manifest.tags = run_tags(self.manifest.verb, self.argv)
