@@ -259,7 +259,8 @@ def tracked(verb: str, args: argparse.Namespace, argv: list[str], run: Callable[
     settings = settings_from_args(args)
     if not settings.enabled or int(os.environ.get("RANK", "0")) != 0:
         return run(args)
-    session = CommandRun(verb, argv, settings, getattr(args, "out", None)).start()
+    out = getattr(args, "out", None) or getattr(args, "cfg.out", None)  # --out, or an option mapped to `out`
+    session = CommandRun(verb, argv, settings, out).start()
     status = "FAILED"
     try:
         code = int(run(args) or 0)
