@@ -142,8 +142,8 @@ def start_server(args, port: int, db_path: Path, log) -> subprocess.Popen:
     env.pop("CONVSSL_AGENT_TOKEN", None)
     proc = subprocess.Popen([sys.executable, "-m", "convssl", "serve", "--config", args.config, "--host", "127.0.0.1",
                              "--port", str(port), *overrides], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    wait_up(port, proc)
-    deadline = time.time() + 120
+    wait_up(port, proc, timeout=600)  # generous: on a loaded machine a start took 150 s
+    deadline = time.time() + 300
     while time.time() < deadline:  # the port opens before the lifespan finished: wait for /healthz
         try:
             if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
