@@ -162,11 +162,10 @@ def _against_url(args: argparse.Namespace, files: list[Path]) -> int:
 
 
 def _run(client, conversations):
-    from tqdm import tqdm
-
     from convssl.serve.conversation_tests import run_conversations
+    from convssl.utils.progress import progress_bar
 
-    with tqdm(total=len(conversations), desc="conversations", unit="conv") as bar:
+    with progress_bar(len(conversations), "conversations", unit="conv", leave=True) as bar:
         try:
             return run_conversations(client, conversations, progress=bar.update)
         except RuntimeError as exc:

