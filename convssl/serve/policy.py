@@ -70,8 +70,9 @@ _SECOND = re.compile(r"\b(second|2nd|latter|the 2|number two|option two|option 2
 
 
 def intent_title(intent: str) -> str:
-    """`card_arrival` -> "card arrival": how a clarifying question names an intent."""
-    return intent.replace("_", " ").replace("-", " ").strip()
+    """`card_arrival` -> "card arrival", `Refund_not_showing_up` -> "refund not showing up": how a
+    clarifying question names an intent."""
+    return " ".join(intent.replace("_", " ").replace("-", " ").replace("?", " ").split()).lower()
 
 
 class Policy:
