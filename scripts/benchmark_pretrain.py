@@ -12,6 +12,7 @@ logits nobody needs are not credited to either side. Training = 3 x forward.
 
     python scripts/benchmark_pretrain.py             # full run
     python scripts/benchmark_pretrain.py --quick     # seconds, to check it works
+    python scripts/benchmark_pretrain.py --tracking  # convssl's loop with MLflow tracking off vs on
     GOMP_SPINCOUNT=0 python scripts/benchmark_pretrain.py    # idle threads sleep at once
 
 Threads: run it alone. Both sides share this process and its OpenMP settings: worker threads
@@ -165,22 +166,35 @@ def run_hf(model, tokenizer, examples, batch: int, steps: int, lr: float, out: P
             "lengths": lengths, "peak_rss_mib": mem.peak, "padding": 1 - counted["tokens"] / max(1, counted["padded"])}
 
 
-def run_convssl(data: Path, batch: int, steps: int, lr: float, max_length: int, out: Path) -> dict:
+def run_convssl(data: Path, batch: int, steps: int, lr: float, max_length: int, out: Path,
+                log_every: int = 1000000, track_uri: str | None = None) -> dict:
     from convssl.config import load_config
     from convssl.train.config import PretrainConfig
     from convssl.train.loop import Trainer
 
     overrides = [
         f"data={data}", "model.preset=mini", "model.attention=eager", f"batch_size={batch}", f"max_steps={steps}",
-        f"lr={lr}", "warmup_steps=0", "eval_every=0", "checkpoint_every=0", "log_every=1000000",
+        f"lr={lr}", "warmup_steps=0", "eval_every=0", "checkpoint_every=0", f"log_every={log_every}",
         "tensorboard=false", "progress=false", "plot=false",
     ]
     config = load_config(PretrainConfig, "pretrain_mini_mlm", overrides)
     config.objectives[0].max_length = max_length  # a list item: not reachable by key=value overrides
+    session = None
+    if track_uri:  # what `convssl pretrain` does around the verb when tracking is on
+        from convssl.tracking.command import CommandRun
+        from convssl.tracking.settings import TrackingSettings
+
+        settings = TrackingSettings(True, track_uri, "benchmark")
+        session = CommandRun("pretrain", ["pretrain", "--out", str(out)], settings, str(out)).start()
     trainer = Trainer(config, out)
     counted = {"lengths": [], "masked": 0, "positions": 0}
     with PeakMemory() as mem:
-        result = trainer.train()
+        try:
+            result = trainer.train()
+        finally:
+            if session is not None:
+                session.finish("FINISHED")
+    tracking_cpu = session.thread_cpu_seconds if session is not None else 0.0
     seconds = result.last_metrics["elapsed"]
     # Count the rows' real lengths and masked positions from an identical stream, outside the timing.
     probe = trainer._stream(0, "train")
@@ -193,7 +207,8 @@ def run_convssl(data: Path, batch: int, steps: int, lr: float, max_length: int, 
         counted["masked"] += int(b.tensors["mlm_positions"].numel())
     lengths = np.asarray(counted["lengths"])
     return {"seconds": seconds, "tokens": result.tokens_seen, "masked": counted["masked"],
-            "lengths": lengths, "peak_rss_mib": mem.peak, "padding": 1 - lengths.sum() / counted["positions"]}
+            "lengths": lengths, "peak_rss_mib": mem.peak, "padding": 1 - lengths.sum() / counted["positions"],
+            "tracking_cpu_seconds": tracking_cpu}
 
 
 def main() -> None:
@@ -211,6 +226,10 @@ def main() -> None:
                              "dialogues cut to --max-length")
     parser.add_argument("--quick", action="store_true", help="tiny run to check the script works")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--tracking", action="store_true",
+                        help="instead of HF vs convssl: convssl's loop with MLflow tracking off vs on (metrics "
+                             "logged every step, sent by the tracking thread), the step time of each")
+    parser.add_argument("--tracking-uri", help="store for --tracking (default: a fresh SQLite file)")
     args = parser.parse_args()
     if args.quick:
         args.dialogues, args.steps, args.rounds, args.batch = 600, 4, 1, 8
@@ -225,6 +244,9 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="convssl-bench-"))
     data = prepare(args.data, args.dialogues, work / "data", args.vocab)
+    if args.tracking:
+        compare_tracking(args, data, work)
+        return
     tokenizer = load_tokenizer(data / "tokenizer")
     ids = special_ids(tokenizer)
     cfg = hf_config(ModelConfig(preset="mini", attention="sdpa"), len(tokenizer), ids.pad, ids.bos, ids.eos)
@@ -281,6 +303,39 @@ def main() -> None:
     print(json.dumps(summary, indent=2))
     print(f"convssl / HF real tokens/s, median of the rounds' ratios: {summary['ratio']:.1f}x (target >= 12); "
           f"convssl MFU {100 * summary['convssl']['mfu']:.0f}% (target >= 50%)")
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2))
+
+
+def compare_tracking(args: argparse.Namespace, data: Path, work: Path) -> None:
+    """Step time of the same pretraining with tracking off and on, in alternating rounds."""
+    from convssl.tracking.recorder import mlflow_client
+
+    uri = args.tracking_uri or f"sqlite:///{work / 'mlflow' / 'mlflow.db'}"
+    mlflow_client(uri).search_experiments()  # the store's one-off creation is not a step's cost
+    times: dict[str, list[float]] = {"off": [], "on": []}
+    cpu_share: list[float] = []
+    for round_ in range(args.rounds):
+        for side in ("off", "on") if round_ % 2 == 0 else ("on", "off"):  # drift hits both sides alike
+            torch.manual_seed(round_)
+            r = run_convssl(data, args.batch, args.steps, 1e-3, args.max_length, work / f"{side}{round_}",
+                            log_every=1, track_uri=uri if side == "on" else None)
+            gc.collect()
+            times[side].append(1000 * r["seconds"] / args.steps)
+            if side == "on":
+                # CPU time of the tracking thread (opening the run, sending metrics): a bound on its
+                # cost that the machine's load does not blur, unlike the step times.
+                cpu_share.append(r["tracking_cpu_seconds"] / r["seconds"])
+            print(f"round {round_ + 1} tracking {side:3s}: {times[side][-1]:.1f} ms/step"
+                  + (f"  (tracking thread CPU {r['tracking_cpu_seconds']:.2f} s = {100 * cpu_share[-1]:.2f}% of "
+                     f"the training time)" if side == "on" else ""))
+    off, on = float(np.median(times["off"])), float(np.median(times["on"]))
+    summary = {"ms_per_step": {"off": off, "on": on}, "overhead": on / off - 1, "per_round": times,
+               "tracking_thread_cpu_share": cpu_share,
+               "tracking_uri": uri, "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+    print(json.dumps(summary, indent=2))
+    print(f"tracking overhead on a pretraining step: {100 * summary['overhead']:+.1f}% (median of rounds; target < 2%); "
+          f"tracking thread CPU {100 * float(np.median(cpu_share)):.2f}% of the training time (median)")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
 

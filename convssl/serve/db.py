@@ -86,7 +86,7 @@ CREATE INDEX IF NOT EXISTS agent_actions_session ON agent_actions(session_id, id
 # Columns added after the first release: (table, column, declaration). Databases written by an
 # older version get them on open; their old rows keep NULL, which every reader treats as "unknown".
 ADDED_COLUMNS = [
-    ("messages", "reply_source", "TEXT"),  # bot replies: template | bank | fallback | escalation
+    ("messages", "reply_source", "TEXT"),  # bot replies: template | smalltalk | bank | clarify | fallback | escalation
     ("labels", "new_intent", "INTEGER NOT NULL DEFAULT 0"),  # confirmed as a label the classifier lacks
 ]
 

@@ -8,10 +8,11 @@ from collections import OrderedDict, defaultdict, deque
 from fastapi import Request
 
 from convssl.serve import db
+from convssl.serve.analysis import Brain
 from convssl.serve.batching import MicroBatcher
-from convssl.serve.bot import Brain, Policy, SessionState
 from convssl.serve.config import ServeConfig
 from convssl.serve.events import EventHub
+from convssl.serve.policy import Policy, SessionState
 
 MAX_CACHED_SESSIONS = 100_000
 
@@ -47,7 +48,7 @@ class ServeState:
         self.hub = EventHub()
         self.batcher = MicroBatcher(brain.analyze, config.batching.max_batch, config.batching.max_wait_ms,
                                     max_pending=config.limits.max_queue)
-        self.policy = Policy(brain.templates, config.escalation, config.responder.threshold, config.fallback_reply)
+        self.policy = Policy.for_brain(brain, config)
         self.limiter = RateLimiter(config.limits.requests_per_minute)
         self.new_sessions = RateLimiter(config.limits.max_sessions_per_minute)
         self.sessions: OrderedDict[str, SessionState] = OrderedDict()

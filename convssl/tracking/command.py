@@ -10,23 +10,21 @@ command goes on, the user is told once, and `convssl tracking sync RUN` sends th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-import platform
-import shlex
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from convssl.tracking.settings import TrackingSettings
 
 TRACKED_VERBS = ("prepare", "pretrain", "evaluate", "finetune")
-TAIL_SECONDS = float(os.environ.get("CONVSSL_TRACKING_INTERVAL", "10"))
+TAIL_SECONDS = 10.0  # how often new metrics.jsonl lines are sent; CONVSSL_TRACKING_INTERVAL overrides
 VERSIONED_PACKAGES = ("convssl", "torch", "transformers", "tokenizers", "mlflow", "numpy")
+INTERRUPTED = 130  # the exit code of a command stopped by Ctrl-C (pretraining saves a checkpoint first)
 _OVERRIDE_PREFIXES = ("tracking=", "tracking.uri=", "tracking.experiment=")
 
 
@@ -74,6 +72,8 @@ def settings_from_args(args: argparse.Namespace) -> TrackingSettings:
 
 def git_commit() -> str | None:
     """The commit of the convssl checkout, when it is one (an installed wheel has none)."""
+    import subprocess
+
     root = Path(__file__).resolve().parents[2]
     if not (root / ".git").exists():
         return None
@@ -86,6 +86,10 @@ def git_commit() -> str | None:
 
 
 def package_versions() -> dict[str, str]:
+    # importlib.metadata costs ~0.1-0.8 s to import: only ever called from the tracking thread.
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
     found = {"python": platform.python_version()}
     for name in VERSIONED_PACKAGES:
         try:
@@ -95,15 +99,29 @@ def package_versions() -> dict[str, str]:
     return found
 
 
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (containers)
+        return "unknown"
+
+
+def command_line(argv: list[str]) -> str:
+    import shlex
+
+    return shlex.join(["convssl", *argv])[:5000]
+
+
 def run_tags(verb: str, argv: list[str]) -> dict[str, str]:
-    command = shlex.join(["convssl", *argv])
     tags = {
         "mlflow.runName": f"{verb}-{time.strftime('%Y%m%d-%H%M%S')}",
         "mlflow.source.name": f"convssl {verb}",
         "mlflow.source.type": "LOCAL",
-        "mlflow.user": os.environ.get("USER") or os.environ.get("USERNAME") or "unknown",
+        "mlflow.user": _user(),
         "convssl.verb": verb,
-        "convssl.command": command[:5000],
+        "convssl.command": command_line(argv),
         "convssl.cwd": os.getcwd(),
     }
     commit = git_commit()
@@ -121,12 +139,17 @@ class CommandRun:
 
         self.settings = settings
         self.out = Path(out) if out else None
-        tags = run_tags(verb, argv)
-        self.manifest = Manifest(verb, tags["convssl.command"], settings.uri, settings.experiment,
-                                 int(time.time() * 1000), tags)
+        self.argv = argv
+        # Tags (git commit, package versions) are filled in by the tracking thread, off the start-up path.
+        self.manifest = Manifest(verb, command_line(argv), settings.uri, settings.experiment, int(time.time() * 1000))
         self.client: Any = None
         self.problem: str | None = None
+        self._announced: Path | None = None
+        # Folders that already belong to an earlier run: a failed command never takes them over.
+        self._taken = {self.out} if self.out is not None and (self.out / "tracking.json").exists() else set()
+        self._abandoned = threading.Event()
         self._stop = threading.Event()
+        self.thread_cpu_seconds = 0.0
         self._thread = threading.Thread(target=self._work, name="convssl-tracking", daemon=True)
 
     def start(self) -> CommandRun:
@@ -137,19 +160,41 @@ class CommandRun:
         return self
 
     def _note_run_dir(self, path: Path) -> None:
-        self.out = Path(path)
+        self.out = self._announced = Path(path)
+        if (self._announced / "tracking.json").exists():
+            self._taken.add(self._announced)
 
     def _work(self) -> None:
+        started = time.thread_time()
+        try:
+            self._open_and_tail()
+        finally:
+            self.thread_cpu_seconds = time.thread_time() - started  # what tracking cost the CPU meanwhile
+
+    def _open_and_tail(self) -> None:
         from convssl.tracking.recorder import mlflow_client, start_run
 
+        self.manifest.tags = run_tags(self.manifest.verb, self.argv)
         try:
             self.client = mlflow_client(self.settings.uri)
+            if self._abandoned.is_set():
+                return
             self.manifest.run_id = start_run(self.client, self.manifest)
+            if self._abandoned.is_set():  # the command failed on its input meanwhile: leave no trace
+                self.client.delete_run(self.manifest.run_id)
+                return
         except Exception as exc:  # noqa: BLE001 - any store failure must leave the command running
             self._unreachable(exc)
             return
-        while not self._stop.wait(TAIL_SECONDS):
+        interval = float(os.environ.get("CONVSSL_TRACKING_INTERVAL") or TAIL_SECONDS)
+        while not self._stop.wait(interval):
             self._send_new_metrics()
+        if self._abandoned.is_set() and self.problem is None:
+            with contextlib.suppress(Exception):  # nothing sent yet: no trace; else keep what was sent
+                if self.manifest.metric_lines_sent == 0:
+                    self.client.delete_run(self.manifest.run_id)
+                else:
+                    self.client.set_terminated(self.manifest.run_id, status="FAILED")
 
     def _send_new_metrics(self) -> None:
         from convssl.tracking.recorder import send_metrics, step_metrics
@@ -179,13 +224,21 @@ class CommandRun:
         from convssl.runs import RUN_DIR_LISTENERS
         from convssl.tracking.recorder import record_folder
 
-        self._stop.set()
-        self._thread.join()
         if self._note_run_dir in RUN_DIR_LISTENERS:
             RUN_DIR_LISTENERS.remove(self._note_run_dir)
+        # The folder this command wrote: announced by the verb, or (finetune) its --out once it exists.
+        folder = self._announced or (self.out if status == "FINISHED" else None)
+        folder = folder if folder is not None and folder.is_dir() else None
+        if status != "FINISHED" and (folder is None or folder in self._taken):
+            # Bad input (nothing written) or a failure in another run's folder: the error is shown at
+            # once, without waiting for mlflow, and neither the store nor the folder is touched.
+            self._abandoned.set()
+            self._stop.set()
+            return
+        self._stop.set()
+        self._thread.join()
         self.manifest.status = status
         self.manifest.end_time = int(time.time() * 1000)
-        folder = self.out if self.out is not None and self.out.is_dir() else None
         if self.problem is None and self.manifest.run_id:
             try:
                 record_folder(self.client, self.manifest, folder)
@@ -206,11 +259,12 @@ def tracked(verb: str, args: argparse.Namespace, argv: list[str], run: Callable[
     settings = settings_from_args(args)
     if not settings.enabled or int(os.environ.get("RANK", "0")) != 0:
         return run(args)
-    session = CommandRun(verb, argv, settings, getattr(args, "out", None)).start()
+    out = getattr(args, "out", None) or getattr(args, "cfg.out", None)  # --out, or an option mapped to `out`
+    session = CommandRun(verb, argv, settings, out).start()
     status = "FAILED"
     try:
         code = int(run(args) or 0)
-        status = "FINISHED" if code == 0 else "FAILED"
+        status = "FINISHED" if code == 0 else "KILLED" if code == INTERRUPTED else "FAILED"
         return code
     except KeyboardInterrupt:
         status = "KILLED"

@@ -32,7 +32,7 @@ REGISTERED = "registered_model.json"
 # Small files a colleague wants to open from the MLflow UI; model weights go to the registry only.
 ARTIFACT_FILES = ("config.yaml", "report.md", "report.json", "metrics.jsonl", "metrics.json", "summary.json",
                   "training.json", "README.md", "loss.png", "rejects.jsonl", "convssl_intent.json")
-ARTIFACT_GLOBS = ("*.log", "plots/*.png", "*.png")
+ARTIFACT_GLOBS = ("*.log", "plots/*.png", "*.png", "final/README.md")  # final/README.md: the model card
 MAX_ARTIFACT_BYTES = 20 << 20
 MAX_FINAL_METRICS = 400
 _BAD_KEY = re.compile(r"[^\w\-. /]")
@@ -176,6 +176,19 @@ def step_metrics(folder: Path, skip_lines: int, start_ms: int | None = None) -> 
     return rows, max(complete, skip_lines)
 
 
+def epoch_metrics(folder: Path, start_ms: int) -> list[tuple[str, float, int, int]]:
+    """Fine-tuning's per-epoch history (training.json: loss, validation accuracy) as curves over epochs."""
+    training = _read_json(folder / "training.json")
+    history = training.get("history") if isinstance(training, dict) else None
+    rows: list[tuple[str, float, int, int]] = []
+    for record in history if isinstance(history, list) else []:
+        if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+            continue
+        for key, value in numeric_leaves({k: v for k, v in record.items() if k != "epoch"}, "epoch.").items():
+            rows.append((key, value, start_ms, record["epoch"]))
+    return rows
+
+
 def final_metrics(folder: Path, verb: str) -> dict[str, float]:
     """The numbers a user compares: pretraining summary, fine-tuning scores, evaluation and prepare reports."""
     metrics: dict[str, float] = {}
@@ -190,10 +203,25 @@ def final_metrics(folder: Path, verb: str) -> dict[str, float]:
     if isinstance(scores, dict):
         metrics.update(numeric_leaves({k: scores.get(k) for k in ("validation", "test", "threshold", "seconds")}, ""))
     report = _read_json(folder / "report.json")
-    if isinstance(report, dict):
-        part = report.get("counts") if verb == "prepare" else report
-        metrics.update(numeric_leaves(part or {}, "report." if verb != "prepare" else "counts."))
+    if isinstance(report, dict) and verb == "prepare":
+        metrics.update(numeric_leaves(report.get("counts") or {}, "counts."))
+    elif isinstance(report, dict):
+        metrics.update(evaluation_metrics(report))
     return dict(list(metrics.items())[:MAX_FINAL_METRICS])
+
+
+def evaluation_metrics(report: dict[str, Any]) -> dict[str, float]:
+    """`convssl evaluate` scores as `eval.TASK.MODE.MODEL.METRIC`: the model and its baselines
+    (TF-IDF, random init) side by side, e.g. eval.intent_banking.probe.tfidf_logreg.accuracy."""
+    out: dict[str, float] = {}
+    for row in report.get("rows") or []:
+        if not isinstance(row, dict):
+            continue
+        where = ".".join(re.sub(r"[^\w\-]+", "_", str(row.get(k) or "-")) for k in ("task", "mode", "model"))
+        for name, value in (row.get("metrics") or {}).items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                out[metric_key(f"eval.{where}.{name}")] = float(value)
+    return out
 
 
 # --------------------------------------------------------------------------- inputs and lineage
@@ -219,6 +247,9 @@ def input_paths(verb: str, config: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def model_paths(verb: str, config: dict[str, Any]) -> list[str]:
+    """Models a verb starts from or scores: their runs are this run's parents."""
+    if verb == "pretrain":  # continued pretraining (model.init_from) descends from that model's run
+        return _as_list((config.get("model") or {}).get("init_from"))
     if verb == "finetune":
         return _as_list(config.get("model"))
     if verb == "evaluate":
@@ -330,7 +361,7 @@ def record_folder(client: Any, manifest: Manifest, folder: Path | None) -> None:
         config = _read_yaml(folder / "config.yaml")
         send_params(client, run_id, config_params(folder))
         rows, sent = step_metrics(folder, manifest.metric_lines_sent, manifest.start_time)
-        send_metrics(client, run_id, rows)
+        send_metrics(client, run_id, rows + epoch_metrics(folder, manifest.start_time))
         manifest.metric_lines_sent = sent
         stamp = (manifest.end_time or int(time.time() * 1000))
         last_step = max((r[3] for r in rows), default=0)

@@ -34,7 +34,6 @@ from convssl.tracking.references import ModelRef, ModelReferenceError, lookup_ve
 
 SKIPPED_FILES = {MANIFEST, REGISTERED, "optimizer.pt", "scheduler.pt", "rng.pt", "trainer_state.json"}
 SKIPPED_SUFFIXES = {".log", ".tmp", ".bin", ".pt", ".pth", ".pkl", ".ckpt"}
-ALIAS_HELP = "champion, challenger or any name"
 
 
 class RegistryError(ValueError):
@@ -141,7 +140,8 @@ def render_card(facts: CardFacts, training_card: str | None) -> str:
         "intent-classifier": "routing user messages of a support chatbot to intents (`convssl serve`), with an "
                              "out-of-scope threshold (convssl_intent.json) that hands unknown requests to agents.",
     }[facts.kind]
-    lines = [f"# {facts.name}", "", f"Registered with convssl as a {facts.kind}.", "", "## Intended use", "",
+    what = {"encoder": "an encoder", "decoder": "a decoder", "intent-classifier": "an intent classifier"}[facts.kind]
+    lines = [f"# {facts.name}", "", f"Registered with convssl: {what}.", "", "## Intended use", "",
              intended, "", "## Limitations", "",
              "- Trained on the data named below only: other domains, languages or registers may score far lower.",
              "- Metrics come from the held-out splits of that data; check them on your own traffic before serving.",
@@ -154,8 +154,8 @@ def render_card(facts: CardFacts, training_card: str | None) -> str:
             lines += ["## Objectives and settings", "", *(f"- {k}: `{v}`" for k, v in sorted(objectives.items())), ""]
         lines += ["## Metrics", "", *_metric_table(run.data.metrics), ""]
     for ev in facts.evaluations:
-        lines += [f"## Evaluation beside baselines (run {ev.info.run_id})", "",
-                  *_metric_table({k: v for k, v in ev.data.metrics.items() if k.startswith("report.")}), ""]
+        lines += [f"## Evaluation beside baselines (`{ev.data.tags.get('convssl.command', ev.info.run_id)}`)", "",
+                  *_metric_table({k: v for k, v in ev.data.metrics.items() if k.startswith("eval.")}), ""]
     lines += ["## Lineage", ""]
     for step in ([run] if run is not None else []) + facts.chain:
         tags = step.data.tags
@@ -234,7 +234,10 @@ def register(path: str | Path, name: str, uri: str, aliases: list[str] | None = 
     client = mlflow_client(uri)
     run = _run_for_folder(client, folder) or _register_run(client, folder, name, experiment)
     kind = model_kind(folder)
-    facts = CardFacts(name, kind, run, parent_chain(client, run), evaluations_of(client, run.info.run_id))
+    chain = parent_chain(client, run)
+    # Evaluations of this model or of the encoder it was fine-tuned from: they carry the baselines.
+    evaluations = [ev for r in [run, *chain[:1]] for ev in evaluations_of(client, r.info.run_id)][:3]
+    facts = CardFacts(name, kind, run, chain, evaluations)
     training_card = (folder / "README.md").read_text(encoding="utf-8") if (folder / "README.md").exists() else None
     artifact_path = f"registered/{name}-{uuid.uuid4().hex[:8]}"  # unique: two registrations never share files
     with tempfile.TemporaryDirectory(prefix="convssl-register-") as tmp:
@@ -279,6 +282,7 @@ def lineage(client: Any, name_or_ref: str) -> dict[str, Any]:
             "run_id": step.info.run_id,
             "verb": tags.get("convssl.verb"),
             "command": tags.get("convssl.command"),
+            "cwd": tags.get("convssl.cwd"),
             "commit": tags.get("mlflow.source.git.commit"),
             "status": step.info.status,
             "data": [{"name": d.dataset.name, "digest": d.dataset.digest,
@@ -299,7 +303,7 @@ def compare(client: Any, name: str, first: str, second: str) -> tuple[list[Any],
         if version.run_id:
             metrics.update(client.get_run(version.run_id).data.metrics)
             for ev in evaluations_of(client, version.run_id)[:1]:
-                metrics.update({f"eval.{k}": v for k, v in ev.data.metrics.items()})
+                metrics.update({k: v for k, v in ev.data.metrics.items() if k.startswith("eval.")})
         metric_sets.append(metrics)
     keys = sorted(set().union(*metric_sets))
     return versions, [(k, [m.get(k) for m in metric_sets]) for k in keys]

@@ -83,8 +83,10 @@ class TrackingSettings:
 
 
 def silence_mlflow_logs() -> None:
-    """MLflow and alembic announce database migrations at INFO; convssl's users did not ask."""
+    """MLflow and alembic announce database migrations at INFO, and urllib3 warns at each retry
+    against a dead server; convssl tells the user once itself."""
     import logging
 
     for name in ("mlflow", "alembic", "alembic.runtime.migration"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)

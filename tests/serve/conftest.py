@@ -82,7 +82,7 @@ def serve_config(db_path: Path, classifier: Path, minilm: Path, responses: Path,
 
 def shared_brain(config):
     """One Brain per model set: loading MiniLM twice per server would dominate the test time."""
-    from convssl.serve.bot import Brain
+    from convssl.serve.analysis import Brain
 
     key = (config.classifier_path, config.encoder_path, config.responses_file, config.responder.bank_size,
            config.batching.backend)

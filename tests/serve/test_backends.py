@@ -8,6 +8,7 @@ import sys
 import httpx
 import pytest
 
+from tests.conftest import need_module
 from tests.serve.conftest import INTENTS, banking_examples, shared_brain, start_server
 
 SMALL_TALK = ["hi, how are you?", "what are you up to this weekend?", "do you like music?", "good morning!"]
@@ -22,7 +23,7 @@ def texts(shared_data) -> list[str]:
 @pytest.fixture(scope="module")
 def torch_brain(tmp_path_factory, make_config):
     """The bot as it starts where onnxruntime is not installed (import made to fail), fp32."""
-    from convssl.serve.bot import Brain
+    from convssl.serve.analysis import Brain
 
     config = make_config(tmp_path_factory.mktemp("db") / "t.sqlite3",
                          **{"batching.quantize_encoder": "false", "batching.quantize_classifier": "false"})
@@ -34,7 +35,7 @@ def torch_brain(tmp_path_factory, make_config):
 
 
 def test_default_backend_is_onnx_and_health_says_so(tmp_path, make_config):
-    pytest.importorskip("onnxruntime")
+    need_module("onnxruntime", "onnxruntime")
     config = make_config(tmp_path / "h.sqlite3")
     brain = shared_brain(config)
     assert brain.backends["encoder"] == "onnx-int8"
@@ -51,14 +52,13 @@ def test_without_onnxruntime_the_bot_runs_on_torch(torch_brain):
 
 
 def test_onnx_brain_decides_like_the_torch_brain(tmp_path, make_config, torch_brain, texts):
-    pytest.importorskip("onnxruntime")
-    from convssl.serve.bot import Policy, SessionState
+    need_module("onnxruntime", "onnxruntime")
+    from convssl.serve.policy import Policy, SessionState
 
     config = make_config(tmp_path / "o.sqlite3")
     onnx_brain = shared_brain(config)
     fast, ref = onnx_brain.analyze(texts), torch_brain.analyze(texts)
-    policy = Policy(torch_brain.templates, config.escalation, config.responder.threshold, config.fallback_reply,
-                    seed=0)
+    policy = Policy.for_brain(torch_brain, config, seed=0)
     same_intent = sum(a.intent == b.intent for a, b in zip(fast, ref)) / len(texts)
     assert same_intent >= 0.95, same_intent
     for text, a, b in zip(texts, fast, ref):
@@ -72,7 +72,8 @@ def test_onnx_brain_decides_like_the_torch_brain(tmp_path, make_config, torch_br
 
 def test_torch_int8_is_kept_only_when_it_passes_the_check(make_config, tmp_path, minilm_path, torch_brain):
     from convssl.models.encoder import Encoder
-    from convssl.serve.bot import HUMAN_REQUEST_EXAMPLES, torch_int8_if_close
+    from convssl.serve.analysis import torch_int8_if_close
+    from convssl.serve.detectors import HUMAN_REQUEST_EXAMPLES
 
     probes = list(HUMAN_REQUEST_EXAMPLES) + SMALL_TALK
     strict = make_config(tmp_path / "s.sqlite3", **{"batching.min_cosine": "0.9999"})

@@ -20,7 +20,7 @@ BANK = [
 
 def test_the_bank_ranks_replies_with_its_own_encoder(tmp_path, tiny_classifier, tiny_bert, minilm_path,
                                                       responses_file):
-    from convssl.serve.bot import Brain
+    from convssl.serve.analysis import Brain
 
     bank = tmp_path / "bank.jsonl"
     bank.write_text("\n".join(json.dumps(e) for e in BANK), encoding="utf-8")

@@ -7,8 +7,9 @@ import json
 import pytest
 
 from convssl.config import load_config
+from convssl.serve.answers import ResponsesError, load_templates
 from convssl.serve.config import ServeConfig
-from convssl.serve.responder import ResponsesError, load_bank_file, load_templates
+from convssl.serve.response_bank import load_bank_file
 
 
 def test_demo_answers_cover_all_77_banking_intents(shared_data):

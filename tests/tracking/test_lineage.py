@@ -12,6 +12,7 @@ import json
 import httpx
 
 from convssl.cli import build_parser, main, resolve_model_references
+from convssl.tracking.references import resolve_model_uri
 from tests.cli.test_finetune_cli import FAST, write_banking_slice
 from tests.train._data import TINY_MODEL
 
@@ -41,15 +42,27 @@ def test_lineage_from_data_to_the_served_champion(tracking_on, shared_data, mini
     assert [m.step for m in client.get_metric_history(pretrain_run.info.run_id, "loss")] == list(range(1, 7))
     assert "mlflow.source.git.commit" in pretrain_run.data.tags and "version.torch" in pretrain_run.data.tags
     artifacts = {a.path for a in client.list_artifacts(pretrain_run.info.run_id)}
-    assert {"config.yaml", "metrics.jsonl", "pretrain.log"} <= artifacts
+    assert {"config.yaml", "metrics.jsonl", "pretrain.log", "final"} <= artifacts
+    assert [a.path for a in client.list_artifacts(pretrain_run.info.run_id, "final")] == ["final/README.md"]
 
     banking = write_banking_slice(shared_data, tmp_path / "banking77", per_train=12, per_test=6)
+    # Evaluating the registered encoder: its run names the pretraining run as parent.
+    _run(capsys, "evaluate", "--model", "models:/team-encoder@champion", "--task", f"intent:{banking}",
+         "--modes", "probe", "--no-random-baseline", "--no-plots", "--out", tmp_path / "eval")
+    evaluation = client.get_run(json.loads((tmp_path / "eval" / "tracking.json").read_text())["run_id"])
+    assert evaluation.data.tags["convssl.parent_runs"] == pretrain_run.info.run_id
+    assert evaluation.data.metrics["eval.intent_banking77.probe.tfidf_logreg.accuracy"] > 0.5  # the baseline
+
     for number, (epochs, out) in enumerate([(2, "intent-a"), (4, "intent-b")], 1):
         _run(capsys, "finetune", "--model", "models:/team-encoder@champion", "--data", banking, "--out",
              tmp_path / out, *FAST, f"epochs={epochs}")
         alias = "champion" if number == 1 else "challenger"
         printed = _run(capsys, "registry", "register", tmp_path / out, "--name", "team-intent", "--alias", alias)
         assert f"team-intent version {number}" in printed
+
+    # Fine-tuning curves: loss and validation accuracy per epoch.
+    finetune_run = json.loads((tmp_path / "intent-b" / "tracking.json").read_text())["run_id"]
+    assert [m.step for m in client.get_metric_history(finetune_run, "epoch.val_accuracy")] == [1, 2, 3, 4]
 
     compared = _run(capsys, "registry", "compare", "team-intent", "champion", "challenger")
     assert "test.accuracy" in compared and "v1 (champion)" in compared and "v2 (challenger)" in compared
@@ -67,13 +80,17 @@ def test_lineage_from_data_to_the_served_champion(tracking_on, shared_data, mini
     assert "models:/team-encoder@champion" in info["steps"][2]["command"]
     assert info["steps"][1]["command"].startswith("convssl pretrain --config pretrain_tiny")
 
+    # The champion's model card names its data, lineage and the encoder's evaluation beside its baselines.
+    card = (resolve_model_uri("models:/team-intent@champion") / "README.md").read_text()
+    assert "Evaluation beside baselines" in card and "tfidf_logreg" in card and "banking77" in card
+
     # The bot serves the new champion: /healthz names the registered version.
     _check_served_version(tmp_path, minilm_path)
 
 
 def _check_served_version(tmp_path, minilm_path):
+    from convssl.serve.analysis import Brain
     from convssl.serve.app import BackgroundServer, create_app
-    from convssl.serve.bot import Brain
     from tests.serve.conftest import serve_config
 
     args = build_parser().parse_args(["serve", "classifier_path=models:/team-intent@champion"])

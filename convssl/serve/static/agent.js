@@ -3,7 +3,8 @@
 (function () {
   const $ = (id) => document.getElementById(id);
   let token = sessionStorage.getItem("convssl.agentToken") || "";
-  let agent = sessionStorage.getItem("convssl.agentName") || "Agent";
+  let agent = sessionStorage.getItem("convssl.agentName") || "";
+  let known = new Set();
   let current = null;
   let timer = null;
   let shown = "";
@@ -39,13 +40,13 @@
   }
 
   async function signIn() {
-    const data = await api("GET", "/v1/agent/labels");
+    const me = await api("GET", "/v1/agent/me");
+    if (me.account) agent = me.agent;
     $("login").hidden = true;
     $("console-body").hidden = false;
-    $("whoami").textContent = "Signed in as " + agent + ".";
+    $("whoami").textContent = "Signed in as " + (agent || "Agent") + (me.account ? "." : " (shared token).");
     showServedModel();
-    const list = $("intent-labels");
-    list.replaceChildren(...data.labels.map((l) => { const o = el("option"); o.value = l; return o; }));
+    await loadLabels();
     await refresh();
     timer = setInterval(refresh, 1000);
   }
@@ -62,6 +63,36 @@
       text = "Model: " + c.path;
     }
     $("served-model").textContent = text;
+  }
+
+  // Suggestions as the agent types: the classifier's intents and the new intents agents confirmed.
+  async function loadLabels() {
+    const data = await api("GET", "/v1/agent/labels");
+    known = new Set(data.labels.concat(data.new_intents));
+    const list = $("intent-labels");
+    list.replaceChildren(...[...known].sort().map((l) => { const o = el("option"); o.value = l; return o; }));
+    checkLabel();
+  }
+
+  // A label the classifier does not know needs an explicit "new intent" tick: a typo must not
+  // become a class in the next fine-tune.
+  function checkLabel() {
+    const label = $("intent-label").value.trim();
+    const unknown = label !== "" && !known.has(label);
+    $("new-intent-row").hidden = !unknown;
+    if (!unknown) $("new-intent").checked = false;
+    $("label-note").textContent = unknown ? "\u201c" + label + "\u201d is not an intent of the classifier." : "";
+  }
+
+  function when(ts) { return new Date(ts * 1000).toLocaleTimeString(); }
+
+  function labelText(m) {
+    const h = m.label_history || [];
+    if (!h.length) return "";
+    const last = h[h.length - 1];
+    let text = " \u00b7 labelled: " + last.label + " by " + (last.agent || "?") + (last.new_intent ? " (new intent)" : "");
+    if (h.length > 1) text += " \u00b7 earlier: " + h.slice(0, -1).map((x) => x.label + " (" + (x.agent || "?") + ")").join(", ");
+    return text;
   }
 
   function pct(p) { return Math.round(p * 100) + "%"; }
@@ -109,7 +140,7 @@
       li.append(el("span", "who", who));
       li.append(el("p", "text", m.text));
       if (m.role === "user" && m.intent) {
-        li.append(el("span", "meta", "model: " + m.intent + " (" + pct(m.confidence || 0) + ")" + (m.label ? " · labelled: " + m.label : "")));
+        li.append(el("span", "meta", "model: " + m.intent + " (" + pct(m.confidence || 0) + ")" + labelText(m)));
         if (m.top.length) lastTop = m.top;
       }
       if (m.rating) li.append(el("span", "meta", m.rating > 0 ? "user rated helpful" : "user rated not helpful"));
@@ -117,12 +148,15 @@
     }
     const key = current + ":" + data.messages.length;
     if (key !== shown) { shown = key; ol.scrollTop = ol.scrollHeight; } else { ol.scrollTop = keep; }
+    const words = { take: "took the conversation", reply: "replied", label: "labelled", resolve: "resolved it" };
+    $("activity").replaceChildren(...(data.actions || []).map((a) => el("li", "action",
+      when(a.created_at) + " " + a.agent + " " + (words[a.action] || a.action) + (a.detail ? " " + a.detail : ""))));
     const g = $("guesses");
     g.replaceChildren(el("span", "muted", "Top guesses: "));
     for (const [label, p] of lastTop) {
       const b = el("button", "guess", label + " " + pct(p));
       b.type = "button";
-      b.addEventListener("click", () => { $("intent-label").value = label; });
+      b.addEventListener("click", () => { $("intent-label").value = label; checkLabel(); });
       g.append(b);
     }
   }
@@ -130,20 +164,21 @@
   $("login").addEventListener("submit", async (e) => {
     e.preventDefault();
     token = $("token").value.trim();
-    agent = $("agent-name").value.trim() || "Agent";
+    agent = $("agent-name").value.trim();
     sessionStorage.setItem("convssl.agentToken", token);
     sessionStorage.setItem("convssl.agentName", agent);
     try { await signIn(); } catch (err) { /* message shown */ }
   });
+  $("intent-label").addEventListener("input", checkLabel);
   $("take").addEventListener("click", async () => {
-    await api("POST", "/v1/agent/sessions/" + encodeURIComponent(current) + "/take", { agent: agent });
+    await api("POST", "/v1/agent/sessions/" + encodeURIComponent(current) + "/take", { agent: agent || undefined });
     await refresh();
   });
   $("reply-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     const text = $("reply").value.trim();
     if (!text) return;
-    await api("POST", "/v1/agent/sessions/" + encodeURIComponent(current) + "/reply", { text: text, agent: agent });
+    await api("POST", "/v1/agent/sessions/" + encodeURIComponent(current) + "/reply", { text: text, agent: agent || undefined });
     $("reply").value = "";
     await loadThread();
   });
@@ -153,8 +188,18 @@
   $("resolve-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     const label = $("intent-label").value.trim();
-    await api("POST", "/v1/agent/sessions/" + encodeURIComponent(current) + "/resolve", label ? { label: label, agent: agent } : { agent: agent });
+    const isNew = label !== "" && !known.has(label);
+    if (isNew && !$("new-intent").checked) {
+      showError("\u201c" + label + "\u201d is not an intent of the classifier: pick a suggestion, or tick \u201cAdd as a new intent\u201d.");
+      $("intent-label").focus();
+      return;
+    }
+    const body = { agent: agent || undefined };
+    if (label) { body.label = label; body.new_intent = isNew; }
+    await api("POST", "/v1/agent/sessions/" + encodeURIComponent(current) + "/resolve", body);
     $("intent-label").value = "";
+    checkLabel();
+    if (isNew) await loadLabels();
     current = null;
     $("thread-actions").hidden = true;
     $("thread").replaceChildren();

@@ -1,19 +1,18 @@
-"""The bot's brain (models, batched) and its policy (what to say, when to call a person).
+"""What a user turn is: the models behind every chat turn, run once per turn in a micro-batch.
 
-Analysis runs once per user turn in a micro-batch: the intent classifier, one encoder pass whose
-embedding serves both the "asks for a person" detector and the response bank. The policy is plain
-Python on top of that, so its rules are easy to read, test and configure.
+The intent classifier, and one encoder pass whose embedding serves the detectors (a person, frustration),
+the small-talk set and the response bank. This module decides nothing: `policy.py` turns an
+`Analysis` into a reply.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,80 +20,22 @@ import torch
 
 from convssl.downstream.onnx_classifier import classifier_check, onnx_classifier
 from convssl.models.onnx import embedding_check, onnx_encoder, probe_texts, run_jobs
-from convssl.serve.config import EscalationConfig, ServeConfig
-from convssl.serve.responder import ResponseBank, Templates, chitchat_bank, load_bank_file, load_templates
+from convssl.serve.answers import Templates, load_templates
+from convssl.serve.config import ServeConfig
+from convssl.serve.detectors import (
+    FRUSTRATION_EXAMPLES,
+    FRUSTRATION_NEGATIVES,
+    HUMAN_REQUEST_EXAMPLES,
+    HUMAN_REQUEST_NEGATIVES,
+    ExampleDetector,
+    frustration_detector,
+    human_request_detector,
+)
+from convssl.serve.response_bank import BankEntry, ResponseBank, chitchat_bank, load_bank_file
+from convssl.serve.smalltalk import SmallTalk, load_smalltalk
 from convssl.utils.compute import autocast
 
 LOG = logging.getLogger("convssl.serve")
-
-# Requests for a person, phrased many ways; the detector is nearest-neighbour over their
-# embeddings, so paraphrases ("can a real human help me") match without being listed.
-HUMAN_REQUEST_EXAMPLES = [
-    "I want to talk to a human",
-    "can I speak to a real person",
-    "connect me to an agent",
-    "let me talk to customer service",
-    "I need a human agent please",
-    "transfer me to a representative",
-    "is there a person I can chat with",
-    "get me a live agent",
-    "I'd like to speak with someone from your team",
-    "stop, I want a real human not a bot",
-    "can a staff member help me",
-    "put me through to an operator",
-    "I want to speak to your manager",
-    "talk to a person",
-    "I need help from a real person",
-    "is there an actual human I can talk to",
-    "can someone from support help me",
-    "I don't want to chat with a machine",
-    "let me speak to somebody",
-    "contact customer support",
-    "can I call someone",
-    "human please",
-    "give me a person to talk to",
-    "your bot is useless, let me talk to someone",
-]
-# Near misses: money sent to people, card and account talk, greetings. A request only counts when
-# it is nearer to the examples above than to all of these.
-HUMAN_REQUEST_NEGATIVES = [
-    "I want to transfer money to another person",
-    "send money to my friend",
-    "how do I add a beneficiary",
-    "my card is not working",
-    "the payment to this person failed",
-    "hello, how are you?",
-    "what can you do",
-    "are you a robot",
-    "someone used my card without permission",
-    "can my partner use my account",
-    "I want to close my account",
-    "the agent at the ATM kept my card",
-    "can I send money to someone abroad",
-    "how do I verify my identity",
-    "my friend sent me money, where is it",
-    "what is your name",
-    "I need help with my card",
-    "I need help with a payment",
-    "can someone else top up my account",
-    "thanks for your help",
-]
-
-
-class HumanRequestDetector:
-    """Embedding nearest-neighbour with negatives: a request for a person or not."""
-
-    def __init__(self, encoder: Any, threshold: float, extra_examples: Sequence[str] = ()):
-        self.threshold = threshold
-        self.positives = encoder.embed(list(HUMAN_REQUEST_EXAMPLES) + list(extra_examples), normalize=True)
-        self.negatives = encoder.embed(HUMAN_REQUEST_NEGATIVES, normalize=True)
-
-    def scores(self, embeddings: np.ndarray) -> np.ndarray:
-        """Max similarity to a request example, or 0 where a near-miss example is nearer."""
-        pos = (embeddings @ self.positives.T).max(axis=1)
-        neg = (embeddings @ self.negatives.T).max(axis=1)
-        return np.where(pos > neg, pos, 0.0)
-
 
 @dataclass
 class Analysis:
@@ -105,19 +46,26 @@ class Analysis:
     human_score: float
     bank_reply: str
     bank_score: float
+    frustration_score: float = 0.0
+    smalltalk_topic: str = ""
+    smalltalk_score: float = 0.0
+    text: str = ""
 
 
 class Brain:
     """Loads the models once; `analyze(texts)` is the batched forward pass behind every chat turn."""
 
     def __init__(self, classifier: Any, encoder: Any, templates: Templates, bank: ResponseBank,
-                 detector: HumanRequestDetector, config: ServeConfig, bank_encoder: Any = None):
+                 detector: ExampleDetector, config: ServeConfig, frustration: ExampleDetector | None = None,
+                 smalltalk: SmallTalk | None = None, bank_encoder: Any = None):
         self.classifier = classifier
         self.encoder = encoder
         self.bank_encoder = bank_encoder  # the response bank's own dual encoder, when configured
         self.templates = templates
         self.bank = bank
         self.detector = detector
+        self.frustration = frustration
+        self.smalltalk = smalltalk
         self.config = config
         self._cache: OrderedDict[str, Analysis] = OrderedDict()
         self._lock = threading.Lock()
@@ -140,15 +88,13 @@ class Brain:
         enc_path = encoder_path(config)
         encoder = Encoder.load(enc_path, max_length=config.responder.max_length)
         templates = load_templates(config.responses_file)
-        if config.responder.bank_file:
-            entries = load_bank_file(config.responder.bank_file, limit=config.responder.bank_size)
-        else:
-            entries = chitchat_bank(config.responder.bank_size)
+        entries = bank_entries(config)
+        smalltalk_set = load_smalltalk(config.smalltalk.file) if config.smalltalk.file else None
         backends = {"classifier": "torch", "encoder": "torch"}
         # Probe texts for the int8/ONNX checks: what this bot will see (person requests and near
         # misses, a slice of its bank, its intents' names read as phrases).
-        probes = probe_texts([*HUMAN_REQUEST_EXAMPLES, *HUMAN_REQUEST_NEGATIVES, *[e.key for e in entries[:200]]],
-                             classifier.labels)
+        probes = probe_texts([*HUMAN_REQUEST_EXAMPLES, *HUMAN_REQUEST_NEGATIVES, *FRUSTRATION_EXAMPLES,
+                              *FRUSTRATION_NEGATIVES, *[e.key for e in entries[:200]]], classifier.labels)
         if use_onnx(config.batching.backend):
             onnx_enc = onnx_or_none("encoder", config, lambda o: onnx_encoder(encoder, enc_path, o, probes),
                                     config.batching.quantize_encoder)
@@ -172,9 +118,11 @@ class Brain:
         with autocast(config.batching.bf16 and backends["encoder"].startswith("torch")):
             bank = (ResponseBank(entries, bank_encoder, by_response=True) if bank_encoder is not None
                     else ResponseBank(entries, encoder))
-            detector = HumanRequestDetector(encoder, config.escalation.human_request_threshold,
-                                            config.escalation.human_request_phrases)
-        brain = cls(classifier, encoder, templates, bank, detector, config, bank_encoder)
+            esc = config.escalation
+            detector = human_request_detector(encoder, esc.human_request_threshold, esc.human_request_phrases)
+            frustration = frustration_detector(encoder, esc.frustration_threshold, esc.frustration_phrases)
+            smalltalk = SmallTalk(smalltalk_set, encoder) if smalltalk_set else None
+        brain = cls(classifier, encoder, templates, bank, detector, config, frustration, smalltalk, bank_encoder)
         brain.backends = backends
         LOG.info("models: classifier %s, encoder %s", backends["classifier"], backends["encoder"])
         return brain
@@ -182,6 +130,17 @@ class Brain:
     @property
     def labels(self) -> list[str]:
         return list(self.classifier.labels)
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether the classifier carries an out-of-scope threshold calibrated on validation data."""
+        return self.classifier.meta.threshold is not None
+
+    @property
+    def calibrated_threshold(self) -> float | None:
+        """The classifier's own out-of-scope threshold on its top-1 probability, when it has one."""
+        meta = self.classifier.meta
+        return meta.threshold if meta.score == "max_softmax" else None
 
     def _models(self, texts: Sequence[str]) -> tuple[list[Any], np.ndarray]:
         """Both models over one batch. ONNX: every length group of either model is a job, and the
@@ -219,11 +178,13 @@ class Brain:
         if todo:
             preds, emb = self._models(todo)
             human = self.detector.scores(emb)
+            frustrated = self.frustration.scores(emb) if self.frustration else np.zeros(len(todo))
             replies = self.bank.best(emb if self.bank_encoder is None else self._embed(todo, self.bank_encoder))
+            chat = self.smalltalk.match(emb) if self.smalltalk else [("", 0.0)] * len(todo)
             fresh = {
                 t: Analysis(p.intent, float(p.confidence), [(lab, float(s)) for lab, s in p.top],
-                            bool(p.out_of_scope), float(h), r, float(s))
-                for t, p, h, (r, s) in zip(todo, preds, human, replies)
+                            bool(p.out_of_scope), float(h), r, float(s), float(f), topic, float(ts), t)
+                for t, p, h, (r, s), f, (topic, ts) in zip(todo, preds, human, replies, frustrated, chat)
             }
         else:
             fresh = {}
@@ -240,6 +201,15 @@ class Brain:
             while len(self._cache) > self.config.batching.cache_size:
                 self._cache.popitem(last=False)
         return out
+
+
+def bank_entries(config: ServeConfig) -> list[BankEntry]:
+    """The response bank's entries; `bank_size: 0` means no bank."""
+    if config.responder.bank_size <= 0:
+        return []
+    if config.responder.bank_file:
+        return load_bank_file(config.responder.bank_file, limit=config.responder.bank_size)
+    return chitchat_bank(config.responder.bank_size)
 
 
 def encoder_path(config: ServeConfig) -> str:
@@ -321,66 +291,3 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
         return model
 
 
-@dataclass
-class SessionState:
-    status: str = "bot"  # bot | queued | agent | resolved
-    low_conf_streak: int = 0
-
-
-@dataclass
-class Decision:
-    reply: str
-    intent: str | None
-    confidence: float
-    top: list[tuple[str, float]]
-    out_of_scope: bool
-    escalate: bool = False
-    reason: str | None = None
-    source: str = "template"  # template | bank | fallback | escalation
-    streak: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-ESCALATION_REPLY = {
-    "asked_for_human": "Of course — I'm passing you to a member of our team. They'll reply here shortly.",
-    "low_confidence": "I'm not sure I can help with that, so I'm passing you to a member of our team. "
-                      "They'll reply here shortly.",
-}
-QUEUED_NOTICE = "A member of our team will answer shortly; your message is with them."
-AGENT_NOTICE = "Your message was sent to {agent}."
-
-
-class Policy:
-    """Template if the intent is known and confident, bank reply for small talk, else fall back;
-    escalate on a request for a person or after `low_confidence_turns` turns nobody understood."""
-
-    def __init__(self, templates: Templates, escalation: EscalationConfig, responder_threshold: float,
-                 fallback: str, seed: int | None = None):
-        self.templates = templates
-        self.rules = escalation
-        self.bank_threshold = responder_threshold
-        self.fallback = fallback
-        self.rng = random.Random(seed)
-
-    def asks_for_human(self, a: Analysis) -> bool:
-        by_intent = a.intent in self.rules.human_request_intents and not a.out_of_scope
-        return by_intent or a.human_score >= self.rules.human_request_threshold
-
-    def decide(self, a: Analysis, state: SessionState, slots: dict[str, str] | None = None) -> Decision:
-        base = dict(intent=a.intent, confidence=a.confidence, top=a.top, out_of_scope=a.out_of_scope)
-        if self.asks_for_human(a):
-            return Decision(ESCALATION_REPLY["asked_for_human"], escalate=True, reason="asked_for_human",
-                            source="escalation", **base)
-        understood = not a.out_of_scope and a.confidence >= self.rules.confidence_threshold
-        template = self.templates.render(a.intent, slots, self.rng) if understood and a.intent else None
-        if template:
-            return Decision(template, source="template", **base)
-        if a.bank_score >= self.bank_threshold and a.bank_reply:
-            return Decision(a.bank_reply, source="bank", **base)
-        if understood:
-            return Decision(self.fallback, source="fallback", **base)
-        streak = state.low_conf_streak + 1
-        if self.rules.escalate_out_of_scope and streak >= max(1, self.rules.low_confidence_turns):
-            return Decision(ESCALATION_REPLY["low_confidence"], escalate=True, reason="low_confidence",
-                            source="escalation", streak=streak, **base)
-        return Decision(self.fallback, source="fallback", streak=streak, **base)

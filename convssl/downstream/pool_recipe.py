@@ -1,0 +1,188 @@
+"""The few-shot recipe that learns from an unlabeled pool (`method: pool`, docs/ssl_recipe.md).
+
+Stages, each timed (`training.json` -> `stage_seconds`):
+1. cache: the frozen lower layers run once over the shots and the pool (`top_layers.py`);
+2. teacher: optionally tune the top layers on the shots, then a logistic-regression head on
+   the shots' embeddings;
+3. pseudo-label: the teacher labels the pool; keep the utterances where label propagation over
+   the pool's kNN graph agrees (`self_training.py`);
+4. student: the original top layers tuned on shots + kept pool utterances (dropout on: a noisy
+   student), then the head refitted on their embeddings; `rounds` repeats 3-4.
+
+Nothing but the shots carries a label. With a labelled validation set (full-data runs or
+`--val`) the out-of-scope threshold is chosen on it as in every other method; in a k-shot run
+without one it is the score that accepts `keep_fraction` of the pool, so no label beyond the
+shots is read anywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from convssl.data.dialogue import IntentExample
+from convssl.downstream.config import FinetuneConfig
+from convssl.downstream.data import intent_labels, split_in_scope
+from convssl.downstream.evaluation import calibrate, evaluate_intents
+from convssl.downstream.intent_classifier import IntentClassifier, IntentMeta, fit_mahalanobis, in_scope_score
+from convssl.downstream.pool import normalise
+from convssl.downstream.prototype_training import train_top_layers
+from convssl.downstream.saving import save_classifier
+from convssl.downstream.self_training import PseudoLabels, agreement_pseudo_labels, confident_pseudo_labels
+from convssl.downstream.top_layers import CachedStates, TopLayerEncoder
+from convssl.downstream.training import fit_head
+from convssl.models.encoder import Encoder
+from convssl.models.reference import resolve_model_path
+from convssl.utils.compute import seed_everything, set_threads
+from convssl.utils.progress import progress_bar
+
+LOG = logging.getLogger("convssl.pool_recipe")
+
+
+class StageClock:
+    """Wall-clock seconds per stage, for the log, training.json and the results table."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._start = time.time()
+
+    def lap(self, stage: str) -> None:
+        now = time.time()
+        self.seconds[stage] = round(self.seconds.get(stage, 0.0) + now - self._start, 1)
+        LOG.info("stage %s: %.1f s", stage, now - self._start)
+        self._start = now
+
+
+def sample_pool(texts: Sequence[str], limit: int, seed: int) -> list[str]:
+    if len(texts) <= limit:
+        return list(texts)
+    rows = np.sort(np.random.default_rng(seed).choice(len(texts), size=limit, replace=False))
+    return [texts[i] for i in rows]
+
+
+def head_probabilities(embeddings: np.ndarray, head: tuple[torch.Tensor, torch.Tensor]) -> np.ndarray:
+    logits = embeddings @ head[0].numpy().T + head[1].numpy()
+    logits -= logits.max(axis=1, keepdims=True)
+    probs = np.exp(logits)
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
+def select_pseudo_labels(config: FinetuneConfig, shot_emb: np.ndarray, shot_ids: np.ndarray, pool_emb: np.ndarray,
+                         probs: np.ndarray, num_labels: int) -> PseudoLabels:
+    pc = config.pool
+    if pc.selection == "agreement":
+        return agreement_pseudo_labels(shot_emb, shot_ids, pool_emb, probs, num_labels, k=pc.knn)
+    return confident_pseudo_labels(probs, num_labels, pc.confident_fraction)
+
+
+def pool_threshold(classifier: IntentClassifier, pool_emb: np.ndarray, keep_fraction: float) -> float:
+    """The score that accepts `keep_fraction` of the (unlabeled, in-domain) pool.
+
+    Scored from the pool's cached embeddings, which are the classifier's own features (the saved
+    encoder is the cached bottom plus the same top), so the pool is not encoded a second time."""
+    features = torch.from_numpy(pool_emb)
+    weight, bias = classifier.head
+    logits = features @ weight.T + bias
+    scores = in_scope_score(classifier.meta.score, logits, features, classifier.oos_stats).numpy()
+    return float(np.quantile(scores, 1.0 - keep_fraction))
+
+
+def train_pool_recipe(
+    model_path: str | Path,
+    train: Sequence[IntentExample],
+    val: Sequence[IntentExample] | None,
+    pool_texts: Sequence[str] | None,
+    config: FinetuneConfig,
+    out_dir: str | Path,
+) -> IntentClassifier:
+    """Train on `train` (the only labels) and the unlabeled `pool_texts`; save like `finetune_intent`."""
+    clock = StageClock()
+    started = time.time()
+    pc = config.pool
+    seed_everything(config.seed)
+    set_threads(config.threads)
+    folder = resolve_model_path(model_path)
+    in_train, _ = split_in_scope(train, config.oos_label)
+    val_list = list(val or [])
+    labels = intent_labels(in_train, config.oos_label)
+    if len(labels) < 2:
+        raise ValueError("the pool recipe needs at least two in-scope labels")
+    label_index = {label: i for i, label in enumerate(labels)}
+    shot_ids = np.array([label_index[e.label] for e in in_train])
+    labelled = {normalise(e.text) for e in train}  # a labelled text needs no pseudo-label
+    pool_list = sample_pool([t for t in pool_texts or [] if normalise(t) not in labelled], pc.max_pool, config.seed)
+
+    encoder = Encoder.load(folder, pooling=config.pooling, max_length=config.max_length)
+    top = TopLayerEncoder(encoder.model, encoder.tokenizer, pc.top_layers, config.max_length,
+                          config.pooling, config.bf16)
+    original_top = top.top_state()
+    texts = [e.text for e in in_train] + pool_list
+    bar = progress_bar(len(texts), "encode (frozen layers)", unit="text")
+    cached = top.cache(texts, progress=bar)
+    bar.close()
+    shot_rows = np.arange(len(in_train))
+    pool_rows = np.arange(len(in_train), len(texts))
+    clock.lap("cache")
+
+    def embed(rows: np.ndarray) -> np.ndarray:
+        return top.embed(CachedStates([cached.states[i] for i in rows]))
+
+    train_kw: dict[str, Any] = dict(batch_size=pc.batch_size, lr=pc.lr, scale=pc.scale,
+                                    label_smoothing=config.label_smoothing, weight_decay=config.weight_decay,
+                                    min_steps=pc.min_steps)
+    if pc.teacher_epochs > 0:
+        train_top_layers(top, cached, shot_rows, shot_ids, len(labels), epochs=pc.teacher_epochs,
+                         seed=config.seed, desc="teacher", **train_kw)
+    shot_emb = embed(shot_rows)
+    head = fit_head(shot_emb, shot_ids, len(labels), pc.head_c, config.seed)
+    clock.lap("teacher")
+
+    rows, row_ids = shot_rows, shot_ids
+    rounds: list[dict[str, Any]] = []
+    for round_index in range(pc.rounds if pool_list else 0):
+        pool_emb = embed(pool_rows)
+        pseudo = select_pseudo_labels(config, shot_emb, shot_ids, pool_emb, head_probabilities(pool_emb, head),
+                                      len(labels))
+        clock.lap("pseudo-label")
+        rows = np.concatenate([shot_rows, pool_rows[pseudo.rows]])
+        row_ids = np.concatenate([shot_ids, pseudo.labels])
+        top.load_top_state(original_top)  # a fresh student, not the teacher fine-tuned further
+        if pc.student_epochs > 0:
+            train_top_layers(top, cached, rows, row_ids, len(labels), epochs=pc.student_epochs,
+                             seed=config.seed + round_index + 1, desc=f"student {round_index + 1}", **train_kw)
+        shot_emb = embed(shot_rows)
+        head = fit_head(embed(rows), row_ids, len(labels), pc.head_c, config.seed)
+        clock.lap("student")
+        rounds.append({"round": round_index + 1, "kept": len(pseudo.rows), "pool": len(pool_list),
+                       "kept_fraction": round(pseudo.kept_fraction, 4),
+                       "teacher_propagation_agreement": round(float(np.mean(
+                           pseudo.teacher_labels == pseudo.propagated_labels)), 4)
+                       if pseudo.propagated_labels is not None else None})
+        LOG.info("round %d: kept %d of %d pool utterances", round_index + 1, len(pseudo.rows), len(pool_list))
+
+    meta = IntentMeta(kind="setfit", oos_label=config.oos_label, score=config.oos_score,
+                      max_length=config.max_length, pooling=config.pooling, labels=labels)
+    for p in encoder.model.parameters():
+        p.requires_grad_(True)
+    stats = (fit_mahalanobis(embed(rows), row_ids, len(labels)) if config.oos_score == "mahalanobis" else None)
+    classifier = IntentClassifier(encoder.model, encoder.tokenizer, meta, head=head, oos_stats=stats)
+    calibration = calibrate(classifier, val_list, config) if val_list else None
+    threshold_from = "validation" if calibration else None
+    if calibration is None and pool_list:
+        classifier.threshold = pool_threshold(classifier, embed(pool_rows), config.keep_fraction)
+        threshold_from = f"unlabeled pool ({config.keep_fraction:.0%} accepted)"
+    val_metrics = evaluate_intents(classifier, val_list) if val_list else {}
+    clock.lap("threshold")
+    info = {"method": "pool", "base_model": str(folder), "train_examples": len(in_train),
+            "pool_utterances": len(pool_list), "val_examples": len(val_list), "rounds": rounds,
+            "val": val_metrics, "calibration": calibration.to_dict() if calibration else None,
+            "threshold_from": threshold_from, "stage_seconds": clock.seconds,
+            "seconds": round(time.time() - started, 1)}
+    save_classifier(classifier, out_dir, config, info, in_train)
+    return classifier

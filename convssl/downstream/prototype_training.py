@@ -1,0 +1,78 @@
+"""Supervised training of the encoder's top layers against class prototypes (a cosine classifier).
+
+SetFit's pairs grow with the square of the data and its batches hold one example per intent,
+which does not scale to 150 intents plus thousands of pseudo-labelled pool utterances. Here each
+batch is a plain batch of labelled examples and the loss is a softmax over the cosine similarity
+of every example to every intent's prototype (all intents in every step, as FastFit's batch
+contrastive training compares each example to all classes). The prototypes start at the class
+centroids of the current embeddings, so the first steps refine a nearest-centroid classifier
+instead of fighting a random head (the LP-FT argument).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from convssl.downstream.top_layers import CachedStates, TopLayerEncoder
+from convssl.downstream.training import linear_schedule
+from convssl.utils.progress import progress_bar
+
+
+def class_centroids(embeddings: np.ndarray, label_ids: np.ndarray, num_labels: int) -> np.ndarray:
+    centroids = np.zeros((num_labels, embeddings.shape[1]), dtype=np.float32)
+    np.add.at(centroids, label_ids, embeddings)
+    return centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+
+
+def train_top_layers(encoder: TopLayerEncoder, cached: CachedStates, rows: Sequence[int], label_ids: np.ndarray,
+                     num_labels: int, *, epochs: int, min_steps: int, batch_size: int, lr: float,
+                     scale: float, label_smoothing: float, weight_decay: float, seed: int,
+                     desc: str = "train") -> list[float]:
+    """Tune the top layers (in place) and return the loss per step.
+
+    `rows` index `cached`; `label_ids[i]` is the label of `rows[i]`. The number of steps is
+    `epochs` passes over the rows, at least `min_steps` (a handful of shots is too few batches
+    for the optimiser to move)."""
+    rows = np.asarray(rows)
+    embeddings = encoder.embed(CachedStates([cached.states[i] for i in rows]))
+    prototypes = torch.nn.Parameter(torch.from_numpy(class_centroids(embeddings, label_ids, num_labels)))
+    params = encoder.top_parameters()
+    optimizer = torch.optim.AdamW([{"params": params, "lr": lr, "weight_decay": weight_decay},
+                                   {"params": [prototypes], "lr": 10 * lr, "weight_decay": 0.0}])
+    per_epoch = math.ceil(len(rows) / batch_size)
+    steps = max(min_steps, epochs * per_epoch)
+    scheduler = linear_schedule(optimizer, int(0.1 * steps), steps)
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    rng = np.random.default_rng(seed)
+    targets = torch.from_numpy(np.asarray(label_ids, dtype=np.int64))
+    losses: list[float] = []
+    bar = progress_bar(steps, desc, unit="step")
+    order = rng.permutation(len(rows))
+    position = 0
+    for block in encoder.top_blocks():
+        block.train()  # dropout on: the noise of a noisy student
+    for _ in range(steps):
+        if position + batch_size > len(order):
+            order, position = rng.permutation(len(rows)), 0
+        batch = order[position : position + batch_size]
+        position += batch_size
+        hidden, mask = cached.batch(rows[batch])
+        emb = encoder.forward_top(hidden, mask)
+        logits = scale * emb @ torch.nn.functional.normalize(prototypes, dim=-1).T
+        loss = loss_fn(logits, targets[batch])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+    bar.close()
+    for block in encoder.top_blocks():
+        block.eval()
+    return losses

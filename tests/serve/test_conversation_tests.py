@@ -1,0 +1,125 @@
+"""Conversation tests: the format's bad inputs fail with one clear line, and a passing and a failing
+conversation run end to end through `convssl conversations test` (in process and against a URL)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from convssl.serve.conversation_tests import ConversationFileError, load_conversations
+from tests.serve.conftest import TOKEN, start_server
+
+LABELS = ["card_arrival", "lost_or_stolen_card", "exchange_rate", "change_pin", "top_up_failed", "terminate_account"]
+
+PASSING = """\
+conversations:
+  - name: card_then_person
+    tags: [banking]
+    turns:
+      - user: When will my new card arrive?
+        expect: card_arrival
+      - user: I want to talk to a human
+        expect: escalate
+        reason: asked_for_human
+      - agent: Hi, Sam here. Let me look.
+      - user: thanks, it is about the delivery
+        expect: agent
+      - resolve: card_arrival
+      - user: how do I change my PIN?
+        expect: change_pin
+"""
+# Wrong on purpose: the PIN question is expected to be answered as an exchange-rate question.
+FAILING = """\
+  - name: wrong_expectation
+    tags: [banking]
+    turns:
+      - user: How do I change the PIN of my card?
+        expect: exchange_rate
+"""
+
+
+def write(tmp_path, text, name="conv.yaml"):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("text, line, words", [
+    ("conversations:\n  - name: a\n    turns:\n      - user: hi\n        expect: card_arival\n", 4,
+     "unknown intent 'card_arival': not a label of the classifier"),
+    ("conversations:\n  - name: a\n    turns:\n      - user: '  '\n        expect: smalltalk\n", 4,
+     "empty user turn"),
+    ("conversations:\n  - name: a\n    turns:\n      - user: hi\n        expect: [unclosed\n", 6,
+     "not valid YAML"),
+    ("conversations:\n  - name: a\n    turns:\n      - user: hi\n", 4, "'expect' is missing"),
+    ("conversations:\n  - name: a\n    turns:\n      - user: hi\n        expect: fallback\n        reason: frustrated\n",
+     4, "'reason' goes with expect: escalate"),
+    ("conversations: []\n", 1, "non-empty list 'conversations'"),
+])
+def test_bad_conversation_files_fail_with_one_line_naming_file_and_line(tmp_path, text, line, words):
+    path = write(tmp_path, text)
+    with pytest.raises(ConversationFileError) as err:
+        load_conversations(path, LABELS)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{path}:{line}: ") and words in message, message
+
+
+def test_shipped_banking77_conversations_cover_what_the_issue_lists(shared_data):
+    from convssl.config import preset_path
+
+    labels = json.loads((shared_data / "banking77" / "categories.json").read_text(encoding="utf-8"))
+    conversations = load_conversations(preset_path("conversations/banking77"), labels)
+    assert len(conversations) >= 60
+    tags = {t for c in conversations for t in c.tags}
+    assert {"banking", "paraphrase", "smalltalk", "out_of_domain", "frustration", "human_request", "typo",
+            "other_language"} <= tags
+    # written for the tests, not taken from what the classifier trains on
+    train = (shared_data / "banking77" / "train.csv").read_text(encoding="utf-8").lower()
+    copied = [s.text for c in conversations for s in c.steps if s.role == "user" and f"{s.text.lower()}\n" in train]
+    assert not copied, copied
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "convssl", "conversations", "test", *args],
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_cli_bad_file_stops_before_loading_models_with_one_line(tmp_path, tiny_classifier):
+    path = write(tmp_path, "conversations:\n  - name: a\n    turns:\n      - user: hi\n        expect: no_such_intent\n")
+    done = cli(str(path), "--classifier", str(tiny_classifier), "--out", str(tmp_path / "r"))
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{path}:4:" in lines[0] and "unknown intent 'no_such_intent'" in lines[0], done.stderr
+
+
+def test_cli_in_process_reports_a_passing_and_a_failing_conversation(tmp_path, tiny_classifier, minilm_path,
+                                                                     responses_file, onnx_cache):
+    path = write(tmp_path, PASSING + FAILING)
+    out = tmp_path / "report"
+    done = cli("--classifier", str(tiny_classifier), "--out", str(out), "--fail-under", "0.9", str(path),
+               f"encoder_path={minilm_path}", f"responses_file={responses_file}", "responder.bank_size=50",
+               f"batching.onnx_cache_dir={onnx_cache}", "batching.backend=torch")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "turns: 4/5 right (80.0%)" in done.stdout and "FAILED: turn accuracy 80.0% < 90.0%" in done.stdout
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    passed = {c["name"]: c["passed"] for c in report["conversations"]}
+    assert passed == {"card_then_person": True, "wrong_expectation": False}
+    assert report["summary"]["unexpected_escalations"] == []
+    assert report["summary"]["confusions"] == [{"expected": "exchange_rate", "got": "change_pin", "count": 1}]
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "### wrong_expectation [banking]: 0/1 turns right" in md
+    assert "user: How do I change the PIN of my card?" in md and "XX expected exchange_rate, got change_pin" in md
+    assert "card_then_person" not in md.split("## Failing conversations")[1]
+
+
+def test_cli_against_a_running_server_passes(tmp_path, make_config):
+    path = write(tmp_path, PASSING)
+    config = make_config(tmp_path / "serve.sqlite3")
+    with start_server(config) as server:
+        done = cli(str(path), "--url", server.url, "--agent-token", TOKEN, "--out", str(tmp_path / "r"),
+                   "--fail-under", "1", "--fail-under-conversations", "1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "turns: 4/4 right (100.0%); conversations: 1/1 fully right" in done.stdout
