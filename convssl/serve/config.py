@@ -15,11 +15,11 @@ class EscalationConfig:
     out-of-scope decision, with the threshold it calibrated on validation data
     (`convssl_intent.json`); a number additionally requires that top-1 probability.
     `clarify_margin`: top-1 minus top-2 probability below which the bot asks "A or B?" instead of
-    answering (or, for a turn not understood, instead of falling back when the two together pass the
-    calibrated threshold); 0 = never ask.
+    answering; for a turn not understood, instead of falling back, when the two together pass
+    `clarify_pair_threshold` (null = the calibrated threshold). 0 = never ask.
     A single uncertain answer is often fine (users rephrase), so it takes `low_confidence_turns`
     turns not understood in a row; an explicit request for a person escalates at once, and so does
-    frustration ("this is useless") in a turn that carries no understood question.
+    frustration with the bot ("this is useless").
     """
 
     confidence_threshold: float | None = None
@@ -27,6 +27,9 @@ class EscalationConfig:
     out-of-scope decision."""
     clarify_margin: float = 0.1
     """Top-1 minus top-2 probability below which the bot asks which of the two was meant (0: never)."""
+    clarify_pair_threshold: float | None = None
+    """For a turn not understood: top-1 plus top-2 probability it needs for a clarifying question;
+    empty: the classifier's calibrated threshold."""
     low_confidence_turns: int = 2
     """Uncertain turns in a row that hand the conversation to a person."""
     escalate_out_of_scope: bool = True
@@ -38,7 +41,7 @@ class EscalationConfig:
     human_request_phrases: list[str] = field(default_factory=list)
     """Extra phrases that ask for a person, added to the built-in examples."""
     frustration_threshold: float = 0.6
-    """Similarity to the frustration examples above which a turn without an understood question escalates."""
+    """Similarity to the frustration examples above which a turn escalates (frustration with the bot)."""
     frustration_phrases: list[str] = field(default_factory=list)
     """Extra phrases of frustration, added to the built-in examples."""
 

@@ -88,3 +88,11 @@ def test_curated_small_talk_matches_its_topics_and_not_banking_questions(minilm_
     assert (d.kind, d.escalate) == ("smalltalk", False) and "virtual assistant" in d.reply
     robot.human_score = 0.8
     assert p.decide(robot, SessionState()).reason == "asked_for_human"
+
+
+def test_clarifying_questions_name_intents_as_words():
+    from convssl.serve.policy import intent_title
+
+    assert intent_title("card_arrival") == "card arrival"
+    assert intent_title("Refund_not_showing_up") == "refund not showing up"
+    assert intent_title("reverted_card_payment?") == "reverted card payment"
