@@ -176,6 +176,8 @@ class ServeConfig:
     responder: ResponderConfig = field(default_factory=ResponderConfig)
     """The response bank."""
     smalltalk: SmallTalkConfig = field(default_factory=SmallTalkConfig)
+    repair_spelling: bool = False
+    """Retry a turn the classifier rejects with its misspelt words corrected (`serve/spelling.py`)."""
     """Curated small talk."""
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     """How the models run."""

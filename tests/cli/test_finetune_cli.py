@@ -24,19 +24,20 @@ INTENTS = ["card_arrival", "exchange_rate", "change_pin", "top_up_failed", "term
 FAST = ["bf16=false", "threads=1", "lr=5e-3", "head_lr=1e-2", "warmup_ratio=0", "batch_size=16", "val_fraction=0.2"]
 
 
-def write_banking_slice(shared_data: Path, folder: Path, per_train: int = 20, per_test: int = 10) -> Path:
-    """BANKING77's own layout (train.csv/test.csv with `text,category`), cut to six intents."""
+def write_banking_slice(shared_data: Path, folder: Path, per_train: int = 20, per_test: int = 10,
+                        intents: list[str] = INTENTS) -> Path:
+    """BANKING77's own layout (train.csv/test.csv with `text,category`), cut to `intents` (six by default)."""
     folder.mkdir(parents=True)
     for name, n in (("train.csv", per_train), ("test.csv", per_test)):
         rows: dict[str, list[str]] = defaultdict(list)
         with (shared_data / "banking77" / name).open(encoding="utf-8") as fh:
             for row in csv.DictReader(fh):
-                if row["category"] in INTENTS and len(rows[row["category"]]) < n:
+                if row["category"] in intents and len(rows[row["category"]]) < n:
                     rows[row["category"]].append(row["text"])
         with (folder / name).open("w", encoding="utf-8", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(["text", "category"])
-            writer.writerows([text, label] for label in INTENTS for text in rows[label])
+            writer.writerows([text, label] for label in intents for text in rows[label])
     return folder
 
 
