@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= runs/demo
 
-.PHONY: install demo test lint browser bench clean
+.PHONY: install demo test test-slow lint browser bench clean
 
 install: $(VENV)/.installed
 
@@ -30,10 +30,16 @@ browser:
 test: install browser
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q
 
+# The long checks the default run leaves out (pyproject's `slow` marker).
+test-slow: install browser
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m slow
+
 lint: install
 	$(VENV)/bin/ruff check convssl tests scripts
 
-bench: install
+# Speed: the timing assertions of the suite (`benchmark` marker), then the prepare benchmark.
+bench: install browser
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m benchmark
 	$(PY) scripts/benchmark_prepare.py
 
 clean:

@@ -6,7 +6,12 @@ validated up front, written beside the run and reloaded exactly (as torchtune an
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import difflib
+import functools
+import inspect
+import textwrap
 import types
 import typing
 from pathlib import Path
@@ -19,6 +24,78 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A config file or override names an unknown field or a value of the wrong type."""
+
+
+COMMAND_LINE = "command line"
+
+
+def require(rules: typing.Iterable[tuple[bool, str]]) -> None:
+    """Raise the message of the first rule that does not hold (a `validate()` lists its rules)."""
+    for ok, message in rules:
+        if not ok:
+            raise ConfigError(message)
+
+
+def did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
+    """"; did you mean X?" for the closest choice, or "" when none is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+# --------------------------------------------------------------------------- field descriptions
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """Each field's description: the string literal right below it (an attribute docstring, as
+    litgpt and jsonargparse read them), from the class and its dataclass bases."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+        body = tree.body[0].body  # type: ignore[attr-defined]
+        for node, after in zip(body, body[1:]):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                    and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+                    and isinstance(after.value.value, str)):
+                docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) is typing.Literal:
+        return "|".join(str(a) for a in typing.get_args(annotation))
+    if isinstance(annotation, type) and not typing.get_args(annotation):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "").replace("NoneType", "None")
+
+
+def describe_fields(cls: type, prefix: str = "") -> list[tuple[str, str, Any, str]]:
+    """(dotted key, type, default, description) of every field, nested sections expanded."""
+    rows: list[tuple[str, str, Any, str]] = []
+    defaults = cls()
+    docs = field_docs(cls)
+    for name, annotation in _field_types(cls).items():
+        key = f"{prefix}{name}"
+        if dataclasses.is_dataclass(annotation):
+            rows.extend(describe_fields(annotation, f"{key}."))
+            continue
+        default = getattr(defaults, name)
+        rows.append((key, _type_name(annotation), to_dict(default) if dataclasses.is_dataclass(default) or
+                     isinstance(default, list) else default, docs.get(name, "")))
+    return rows
+
+
+def config_help(cls: type) -> str:
+    """The `--help` epilog of a verb: every config key with its type, default and description."""
+    lines = ["config keys (set in a YAML file or as key=value on the command line):"]
+    for key, type_name, default, doc in describe_fields(cls):
+        shown = "" if default in (None, "", [], {}) else f" = {default}"
+        lines.append(f"  {key} ({type_name}{shown})")
+        lines.extend(textwrap.wrap(doc, width=92, initial_indent="      ", subsequent_indent="      "))
+    return "\n".join(lines) + "\n"
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -100,20 +177,38 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
     types_ = _field_types(cls)
     unknown = sorted(set(data) - set(types_))
     if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {unknown}; known: {sorted(types_)}")
+        hint = did_you_mean(unknown[0], types_)
+        raise ConfigError(f"{where}: unknown field(s) {unknown}{hint} (known: {', '.join(sorted(types_))})")
+    check_keys = getattr(cls, "check_keys", None)
+    if check_keys is not None:
+        check_keys(data, where)
     kwargs = {name: _coerce(value, types_[name], f"{where}.{name}") for name, value in data.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except ValueError as exc:  # a __post_init__ check: keep its words, add where it came from
+        raise ConfigError(f"{where}: {exc}") from exc
 
 
-def to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+def to_dict(config: Any) -> Any:
+    """Plain data of a config; a dataclass may leave out fields that do not apply
+    (`saved_fields()`, e.g. the settings of other pretext objectives)."""
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        names = config.saved_fields() if hasattr(config, "saved_fields") else [f.name for f in dataclasses.fields(config)]
+        return {name: to_dict(getattr(config, name)) for name in names}
+    if isinstance(config, (list, tuple)):
+        return [to_dict(v) for v in config]
+    if isinstance(config, dict):
+        return {k: to_dict(v) for k, v in config.items()}
+    return config
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply `a.b.c=value` overrides; values are parsed as YAML scalars (so `lr=3e-4` is a float)."""
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like key.sub=value")
+            raise ConfigError(f"{COMMAND_LINE}: override {item!r} must look like key.sub=value")
         key, raw = item.split("=", 1)
         value = yaml.safe_load(raw) if raw != "" else ""
         node = data
@@ -136,6 +231,11 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def list_presets(prefix: str = "") -> list[str]:
+    """Names of the preset configs in convssl/configs (those of one verb when `prefix` is its name)."""
+    return sorted(p.stem for p in PRESET_DIR.glob(f"{prefix}*.yaml"))
+
+
 def preset_path(name: str | Path) -> Path | None:
     """A file shipped in convssl/configs, named with or without `.yaml` (`serve_demo`,
     `conversations/banking77`), or None."""
@@ -145,25 +245,81 @@ def preset_path(name: str | Path) -> Path | None:
     return None
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """Defaults of `cls`, then the YAML file (if any), then `key=value` overrides."""
-    data = to_dict(cls())
+def resolve_config_path(path: str | Path) -> Path:
+    """A YAML file, or a preset name of convssl/configs (with or without `.yaml`)."""
+    path = Path(path)
+    found = path if path.is_file() else preset_path(path)
+    if found is not None:
+        return found
+    hint = did_you_mean(path.stem, list_presets())
+    raise ConfigError(f"config file {path} does not exist and is no preset{hint} "
+                      f"(presets: {', '.join(list_presets())})")
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return loaded
+
+
+def check_key(cls: type, key: str, where: str) -> None:
+    """Fail when dotted `key` names no field of `cls`, saying where the key came from."""
+    node: Any = cls
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        if not dataclasses.is_dataclass(node):
+            return  # inside a dict or list field: its own type decides what is allowed
+        types_ = _field_types(node)
+        if part not in types_:
+            section = ".".join(parts[:depth])
+            known = ", ".join(sorted(types_))
+            raise ConfigError(f"{where}: unknown key {key}{did_you_mean(part, types_)} "
+                              f"(known{' in ' + section if section else ''}: {known})")
+        node = types_[part]
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
+                values: dict[str, Any] | None = None) -> T:
+    """Defaults of `cls`, then the YAML file or preset (if any), then `key=value` overrides, then
+    `values` (command-line options mapped to their keys, such as `--out` to `out`); later ones win.
+
+    An unknown key is blamed on where it was written: the file, or the command line."""
+    data: dict[str, Any] = {}  # what is not given keeps the dataclass default, nested sections too
+    where = cls.__name__
     if path is not None:
-        path = Path(path)
-        if not path.exists():
-            preset = preset_path(path)
-            if preset is None:
-                raise ConfigError(f"config file {path} does not exist")
-            path = preset
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: top level must be a mapping")
-        data = _merge(data, loaded)
+        path = resolve_config_path(path)
+        where = str(path)
+        data = _merge(data, _read_mapping(path))
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"{COMMAND_LINE}: {item!r} must look like key=value (e.g. seed=1)")
+    given = [item.split("=", 1)[0].strip() for item in overrides or []] + list(values or {})
+    for key, item in zip(given, [*(overrides or []), *(values or {})]):
+        check_key(cls, key, f"{COMMAND_LINE}: {item}")
     data = apply_overrides(data, list(overrides or []))
-    return from_dict(cls, data, where=str(path) if path else cls.__name__)
+    for key, value in (values or {}).items():
+        set_key(data, key, value)
+    try:
+        return from_dict(cls, data, where=where)
+    except ConfigError as exc:  # a bad value given on the command line is blamed on it
+        message = str(exc)
+        for key in given:
+            if message.startswith((f"{where}.{key}:", f"{where}.{key}[")):
+                raise ConfigError(f"{COMMAND_LINE}: {key}{message[len(where) + 1 + len(key):]}") from exc
+        raise
+
+
+def set_key(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set dotted `key` in nested mappings."""
+    *sections, last = key.split(".")
+    node = data
+    for part in sections:
+        node = node.setdefault(part, {})
+    node[last] = value
 
 
 def save_config(config: Any, path: str | Path) -> None:

@@ -34,7 +34,8 @@ def main() -> int:
     args = parser.parse_args()
 
     from convssl.config import load_config
-    from convssl.data.pipeline import PrepareConfig, run_prepare
+    from convssl.data.config import PrepareConfig
+    from convssl.data.pipeline import run_prepare
 
     inputs = ["chitchat"] + ([] if args.sgd == "none" else [args.sgd])
     overrides = [f"inputs.paths=[{','.join(repr(p) for p in inputs)}]", *args.overrides]

@@ -142,16 +142,21 @@ def start_server(args, port: int, db_path: Path, log) -> subprocess.Popen:
     env.pop("CONVSSL_AGENT_TOKEN", None)
     proc = subprocess.Popen([sys.executable, "-m", "convssl", "serve", "--config", args.config, "--host", "127.0.0.1",
                              "--port", str(port), *overrides], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    wait_up(port, proc)
-    deadline = time.time() + 120
-    while time.time() < deadline:  # the port opens before the lifespan finished: wait for /healthz
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("server did not become healthy")
+    try:
+        wait_up(port, proc, timeout=600)  # generous: on a loaded machine a start took 150 s
+        deadline = time.time() + 300
+        while time.time() < deadline:  # the port opens before the lifespan finished: wait for /healthz
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                    return proc
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise SystemExit("server did not become healthy")
+    except BaseException:  # never leave a server behind
+        proc.kill()
+        proc.wait()
+        raise
 
 
 async def setup_escalations(url: str, n: int, agent: dict[str, str]) -> list[str]:
@@ -237,8 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     received: dict[str, list[int]] = defaultdict(list)
     log = (tmp / "server.log").open("w")
 
+    servers: list[subprocess.Popen] = []
+
     async def run_all() -> None:
         proc = start_server(args, port, db_path, log)
+        servers.append(proc)
         labels = httpx.get(f"{url}/v1/agent/labels", headers=agent).json()["labels"]
         sessions = await setup_escalations(url, args.listeners, agent)
         done = asyncio.Event()
@@ -247,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             started = time.monotonic()
             await cycle(url, args, tally, agent, labels, sessions, proc, rng)
             proc = await asyncio.to_thread(start_server, args, port, db_path, log)
+            servers.append(proc)
             print(f"cycle {k + 1}/{args.cycles}: killed and restarted in {time.monotonic() - started:.1f} s, "
                   f"{len(tally.user_messages)} messages acknowledged so far", flush=True)
         await asyncio.sleep(2.0)  # the pages reconnect and catch up from the database
@@ -260,6 +269,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(run_all())
     finally:
+        for proc in servers:  # whatever happened, no server outlives the script
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
         log.close()
     result = check(db_path, tally, received)
     result.update(cycles=args.cycles, seconds_per_cycle=args.seconds, clients=args.clients,

@@ -50,21 +50,27 @@ def main() -> None:
     labels = np.array([index[e.label] for e in val])
     threshold = clf.meta.threshold
     understood = scores >= threshold if threshold is not None else probs.max(axis=1) >= 0.5
-    floor = threshold if clf.meta.score == "max_softmax" else None
     templates = load_templates(serve.responses_file)
     answerable = np.array([bool(templates.answers.get(label)) for label in clf.labels]) if templates.answers else None
-    margin, utilities = choose_clarify_margin(probs, labels, understood, floor, answerable)
+    # a turn not understood is asked about only when its top two together are as likely as the top
+    # two of the in-scope questions the classifier keeps (the same share of validation)
+    top2 = np.sort(probs, axis=1)[:, -2:].sum(axis=1)
+    pair_floor = float(np.quantile(top2, 1.0 - understood.mean()))
+    margin, utilities = choose_clarify_margin(probs, labels, understood, pair_floor, answerable)
 
     encoder = Encoder.load(encoder_path(serve), max_length=serve.responder.max_length)
     emb = encoder.embed(texts, normalize=True)
     frustration = frustration_detector(encoder, 1.0).scores(emb)
     out = {"validation_questions": len(val), "calibrated_threshold": threshold,
            "understood": float(understood.mean()), "accuracy_of_understood": float((probs.argmax(1) == labels)[understood].mean()),
-           "clarify_margin": margin, "utility_at_margin": utilities[margin], "utility_without_clarifying": utilities[0.0],
-           "frustration_threshold": false_alarm_threshold(frustration, args.rate)}
+           "clarify_margin": margin, "clarify_pair_threshold": pair_floor, "utility_at_margin": utilities[margin], "utility_without_clarifying": utilities[0.0],
+           "frustration_threshold": false_alarm_threshold(frustration, args.rate),
+           "frustration_score_quantile": float(np.quantile(frustration, 1 - args.rate))}
     if serve.smalltalk.file:
         talk = SmallTalk(load_smalltalk(serve.smalltalk.file), encoder)
-        out["smalltalk_threshold"] = false_alarm_threshold(np.array([s for _, s in talk.match(emb)]), args.rate)
+        chat = np.array([s for _, s in talk.match(emb)])
+        out["smalltalk_threshold"] = false_alarm_threshold(chat, args.rate)
+        out["smalltalk_score_quantile"] = float(np.quantile(chat, 1 - args.rate))
     print(json.dumps(out, indent=2))
 
 

@@ -110,10 +110,11 @@ class Counts:
 
     def summary(self) -> dict:
         ok = self.ordinary.get(200, 0) + self.poison.get(200, 0)
-        server_errors = sum(n for s, n in {**self.ordinary}.items() if s >= 500) + \
-            sum(n for s, n in self.poison.items() if s >= 500)
+        both = list(self.ordinary.items()) + list(self.poison.items())
+        # 503 is the server shedding load it cannot keep up with (Retry-After); any other 5xx is a bug
         return {"ok": ok, "errors": sum(n for s, n in self.ordinary.items() if s != 200),
-                "server_errors_5xx": server_errors, "poison_sent": sum(self.poison.values()),
+                "server_errors_5xx": sum(n for s, n in both if s >= 500 and s != 503),
+                "shed_503": sum(n for s, n in both if s == 503), "poison_sent": sum(self.poison.values()),
                 "poison_statuses": {str(k): v for k, v in sorted(self.poison.items())}}
 
 

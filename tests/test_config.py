@@ -2,7 +2,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from convssl.config import ConfigError, load_config, save_config
+from convssl.config import ConfigError, config_help, field_docs, load_config, save_config
 
 
 @dataclass
@@ -15,6 +15,7 @@ class Optim:
 class Example:
     name: str = "run"
     steps: int = 10
+    """Optimizer steps."""
     bf16: bool = True
     tags: list[str] = field(default_factory=list)
     init_from: str | None = None
@@ -39,9 +40,33 @@ def test_saved_config_reloads_identically(tmp_path):
 
 
 def test_unknown_field_and_bad_type_name_the_field(tmp_path):
-    with pytest.raises(ConfigError, match=r"unknown field\(s\) \['stepz'\]"):
+    with pytest.raises(ConfigError, match=r"^command line: stepz=3: unknown key stepz; did you mean steps\?"):
         load_config(Example, None, ["stepz=3"])
     with pytest.raises(ConfigError, match=r"optim\.lr"):
         load_config(Example, None, ["optim.lr=fast"])
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(Example, tmp_path / "missing.yaml")
+
+
+def test_an_unknown_key_is_blamed_where_it_was_written(tmp_path):
+    """A typo on the command line blames the command line, one in the file blames the file."""
+    good = tmp_path / "good.yaml"
+    good.write_text("steps: 20\n")
+    with pytest.raises(ConfigError, match=r"^command line: optim.lrr=1: unknown key optim.lrr; did you mean lr\?"):
+        load_config(Example, good, ["optim.lrr=1"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("stepss: 20\n")
+    with pytest.raises(ConfigError, match=rf"^{bad}: unknown field\(s\) \['stepss'\]; did you mean steps\?"):
+        load_config(Example, bad, ["steps=3"])
+
+
+def test_a_mistyped_preset_gets_a_suggestion():
+    with pytest.raises(ConfigError, match="pretrain_mini_mlmm does not exist and is no preset; did you mean pretrain_mini_mlm"):
+        load_config(Example, "pretrain_mini_mlmm")
+
+
+def test_field_descriptions_come_from_attribute_docstrings():
+    assert field_docs(Example) == {"steps": "Optimizer steps."}
+    text = config_help(Example)
+    assert "  steps (int = 10)\n      Optimizer steps." in text
+    assert "  optim.lr (float = 0.001)" in text

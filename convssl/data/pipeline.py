@@ -15,15 +15,13 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from convssl.data.config import PrepareConfig, SplitConfig, TextConfig
 from convssl.data.curate import (
-    PII_TYPES,
     LanguageFilter,
     PiiScrubber,
-    QualityConfig,
     dialogue_text,
     exact_duplicates,
     near_duplicates,
@@ -31,125 +29,13 @@ from convssl.data.curate import (
     quality_reasons,
 )
 from convssl.data.dialogue import Dialogue, IntentExample
-from convssl.data.readers import FORMATS, ReadResult, read_inputs
-from convssl.data.readers._common import DEFAULT_MAX_LINE_BYTES
+from convssl.data.readers import ReadResult, read_inputs
 from convssl.data.rejects import REJECT_REASONS, RejectLog
 from convssl.data.report import corpus_arrays, corpus_stats, write_report
-from convssl.data.splits import DEFAULT_RATIOS, assign_split, unit_hash, validate_ratios
+from convssl.data.splits import assign_split, unit_hash
 from convssl.utils.progress import progress_bar
 
 LOG = logging.getLogger("convssl.prepare")
-
-CURATION_STAGES = ("normalize", "pii", "quality", "language", "exact_dedup", "near_dedup")
-
-
-@dataclass
-class InputsConfig:
-    # Files or folders; empty means the chitchat corpus from the `chitchat-dataset` package.
-    paths: list[str] = field(default_factory=list)
-    # One of FORMATS, or None to detect per file.
-    format: str | None = None
-    # Stop at the first malformed record instead of logging it to rejects.jsonl.
-    strict: bool = False
-    # Read at most this many records per input (quick trials); None reads everything.
-    limit: int | None = None
-    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
-
-
-@dataclass
-class TextConfig:
-    fix_unicode: bool = True
-    form: str = "NFKC"
-    lowercase: bool = False
-
-
-@dataclass
-class PiiConfig:
-    types: list[str] = field(default_factory=lambda: list(PII_TYPES))
-
-
-@dataclass
-class DedupConfig:
-    exact: bool = True
-    near: bool = True
-    threshold: float = 0.8
-    num_perm: int = 128
-    ngram: int = 5
-    seed: int = 0
-
-
-@dataclass
-class LanguageConfig:
-    keep: list[str] = field(default_factory=lambda: ["en"])
-    min_confidence: float = 0.5
-    min_chars: int = 20
-
-
-@dataclass
-class SplitConfig:
-    # Shares of dialogues per split (by a hash of the id); 0 leaves a split out.
-    train: float = DEFAULT_RATIOS["train"]
-    validation: float = DEFAULT_RATIOS["validation"]
-    test: float = DEFAULT_RATIOS["test"]
-    seed: int = 0
-
-    @property
-    def ratios(self) -> dict[str, float]:
-        return {name: r for name, r in (("train", self.train), ("validation", self.validation), ("test", self.test)) if r}
-
-
-@dataclass
-class TokenizerConfig:
-    # False skips the tokenizer and the shards (`--no-tokenize`).
-    enabled: bool = True
-    # Reuse this local tokenizer or model folder instead of training one.
-    path: str | None = None
-    kind: str = "wordpiece"
-    vocab_size: int = 16000
-    min_frequency: int = 2
-    lowercase: bool = False
-
-
-@dataclass
-class ShardConfig:
-    shard_tokens: int = 8_000_000
-    batch_size: int = 2048
-    # Write each split in a seeded hash order of dialogue ids instead of input order, so every
-    # shard is a random sample of all sources and the reader's shard-by-shard shuffle mixes them.
-    mix: bool = True
-    seed: int = 0
-
-
-@dataclass
-class PrepareConfig:
-    inputs: InputsConfig = field(default_factory=InputsConfig)
-    # Curation stages to run, in this order; remove one to skip it.
-    stages: list[str] = field(default_factory=lambda: list(CURATION_STAGES))
-    text: TextConfig = field(default_factory=TextConfig)
-    pii: PiiConfig = field(default_factory=PiiConfig)
-    quality: QualityConfig = field(default_factory=QualityConfig)
-    language: LanguageConfig = field(default_factory=LanguageConfig)
-    dedup: DedupConfig = field(default_factory=DedupConfig)
-    split: SplitConfig = field(default_factory=SplitConfig)
-    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    shards: ShardConfig = field(default_factory=ShardConfig)
-    plots: bool = True
-
-    def __post_init__(self) -> None:
-        unknown = [s for s in self.stages if s not in CURATION_STAGES]
-        if unknown:
-            raise ValueError(f"stages: unknown stage(s) {unknown}; choose from {list(CURATION_STAGES)}")
-        if self.inputs.format is not None and self.inputs.format not in FORMATS:
-            raise ValueError(f"inputs.format: {self.inputs.format!r} is not one of {list(FORMATS)}")
-        validate_ratios(self.split.ratios)
-        unknown_pii = sorted({t.upper() for t in self.pii.types} - set(PII_TYPES))
-        if unknown_pii:
-            raise ValueError(f"pii.types: unknown type(s) {unknown_pii}; choose from {list(PII_TYPES)}")
-        if self.tokenizer.kind not in ("wordpiece", "bpe"):
-            raise ValueError(f"tokenizer.kind must be wordpiece or bpe, got {self.tokenizer.kind!r}")
-        if not 0.0 < self.dedup.threshold <= 1.0:
-            raise ValueError(f"dedup.threshold must be in (0, 1], got {self.dedup.threshold}")
-
 
 # ------------------------------------------------------------------------------------------
 # helpers

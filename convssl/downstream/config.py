@@ -16,11 +16,17 @@ class SetFitConfig:
     """
 
     iterations: int = 10
+    """Passes of contrastive pairs over the data (0 still runs one step)."""
     batch_size: int = 32
+    """Distinct intents per contrastive batch (at least 2)."""
     lr: float = 2e-5
+    """Learning rate of the contrastive tuning."""
     scale: float = 20.0
+    """Similarity scale of the in-batch softmax (the inverse temperature)."""
     head_c: float = 10.0
+    """Inverse L2 strength of the logistic-regression head."""
     normalize: bool = True
+    """L2-normalise embeddings before the head."""
 
 
 @dataclass
@@ -39,18 +45,31 @@ class PoolConfig:
     """
 
     top_layers: int = 2
+    """Top encoder layers tuned; the lower ones stay frozen and run once per text."""
     teacher_epochs: int = 0
+    """Epochs of tuning the teacher on the shots before it labels the pool (0: a probe only)."""
     student_epochs: int = 2
+    """Epochs of tuning the student on the shots plus the kept pool utterances."""
     rounds: int = 1
+    """Rounds of labelling and student training (the student teaches the next round)."""
     selection: Literal["agreement", "confident"] = "agreement"
+    """Which pool utterances are kept: agreement (label propagation agrees) or confident."""
     confident_fraction: float = 0.8
+    """selection confident: share of each intent's most confident pool utterances kept."""
     knn: int = 10
+    """Neighbours of the pool's kNN graph for label propagation."""
     lr: float = 5.0e-5
+    """Learning rate of the teacher and student tuning."""
     batch_size: int = 64
+    """Examples per tuning batch."""
     min_steps: int = 50
+    """Fewest tuning steps of a teacher or student, however few the shots (epochs x batches otherwise)."""
     scale: float = 20.0
+    """Scale of the similarities (logits) in the tuning loss (an inverse temperature)."""
     head_c: float = 10.0
+    """Inverse L2 strength of the logistic-regression head."""
     max_pool: int = 30000
+    """Pool utterances used at most (a seeded sample)."""
 
 
 @dataclass
@@ -68,27 +87,53 @@ class FinetuneConfig:
     """
 
     method: Literal["full", "setfit", "pool"] = "full"
+    """full: train the encoder with a classification head; setfit: contrastive tuning, then a logistic-regression
+    head; pool: the few-shot recipe that also learns from an unlabeled pool (docs/ssl_recipe.md)."""
     head: Literal["pooled", "sequence_classification"] = "pooled"
+    """pooled: linear head on the normalised pooled embedding, started from a probe (LP-FT); sequence_classification: the Hugging Face recipe."""
     probe_c: float = 10.0
+    """Inverse L2 strength of the probe that starts the pooled head."""
     epochs: int = 10
+    """Passes over the training examples."""
     lr: float = 5e-5
+    """AdamW learning rate of the encoder."""
     head_lr: float | None = None
+    """Learning rate of the new head; empty means 10 x lr."""
     batch_size: int = 32
+    """Examples per batch (length-bucketed)."""
     weight_decay: float = 0.01
+    """AdamW weight decay (not on biases and norms)."""
     warmup_ratio: float = 0.1
+    """Share of the steps with a linear learning-rate warm-up."""
     label_smoothing: float = 0.1
+    """Label smoothing of the cross-entropy, in [0, 1)."""
     class_weights: bool = False
+    """Inverse-frequency loss weights (mean 1), for imbalanced sets."""
     patience: int = 3
+    """Stop after this many epochs without better validation accuracy and keep the best epoch (0: never)."""
     val_fraction: float = 0.1
+    """Share of each intent carved from train as validation when the data has none."""
     max_length: int = 64
+    """Tokens per text."""
     seed: int = 0
+    """Seeds the k-shot sample, the validation split, initialisation and batch order."""
     bf16: bool = True
+    """bf16 autocast on CPU."""
     threads: int = 0
+    """torch threads; 0 keeps torch's default."""
     pooling: Literal["mean", "cls"] = "mean"
+    """Pooling of the pooled head, SetFit embeddings and Mahalanobis features: mean or cls."""
     oos_label: str = "oos"
+    """The out-of-scope label of the data (CLINC150: oos)."""
     oos_score: Literal["max_softmax", "energy", "mahalanobis"] = "max_softmax"
+    """In-scope score the threshold applies to: max_softmax, energy or mahalanobis."""
     calibration: Literal["balanced", "joint_accuracy"] = "balanced"
+    """How the threshold is chosen on validation data: balanced or joint_accuracy."""
     keep_fraction: float = 0.95
+    """Without out-of-scope validation examples: share of in-scope validation texts to accept."""
     k_shot: int = 0
+    """Train on k examples per intent, drawn with the seed; 0 uses all."""
     setfit: SetFitConfig = field(default_factory=SetFitConfig)
+    """Settings of method setfit."""
     pool: PoolConfig = field(default_factory=PoolConfig)
+    """Settings of method pool."""

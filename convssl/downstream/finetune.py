@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,22 +21,19 @@ import torch
 from convssl.data.dialogue import IntentExample
 from convssl.downstream.config import FinetuneConfig
 from convssl.downstream.data import (
-    intent_labels,
     length_bucketed_batches,
     pad_batch,
     pad_id_of,
-    prepare_splits,
     tokenize_all,
 )
-from convssl.downstream.evaluation import calibrate, evaluate_intents
-from convssl.downstream.intent_classifier import IntentClassifier, IntentMeta, fit_mahalanobis
-from convssl.downstream.saving import save_classifier
+from convssl.downstream.evaluation import evaluate_intents
+from convssl.downstream.intent_classifier import IntentClassifier, fit_mahalanobis
+from convssl.downstream.recipe import TrainingRun
 from convssl.downstream.setfit import train_setfit
 from convssl.downstream.training import adamw_with_schedule, class_weight_tensor, fit_head, optimizer_step
 from convssl.models.encoder import Encoder, pool
-from convssl.models.reference import resolve_model_path
 from convssl.train.precision import warn_if_bf16_slow
-from convssl.utils.compute import autocast, seed_everything, set_threads
+from convssl.utils.compute import autocast
 from convssl.utils.progress import progress_bar
 
 LOG = logging.getLogger("convssl.finetune")
@@ -54,39 +50,21 @@ def finetune_intent(
     """Fine-tune `model_path` (an HF folder or a convssl run) and save a classifier to `out_dir`."""
     if config.method == "setfit":
         return train_setfit(model_path, train, val, config, out_dir)
-    started = time.time()
-    seed_everything(config.seed)
-    set_threads(config.threads)
-    folder = resolve_model_path(model_path)
-    in_train, val_list, _ = prepare_splits(train, val, config)
-    labels = intent_labels(in_train, config.oos_label)
+    run = TrainingRun.start(model_path, train, val, config)
     if config.head == "pooled":
-        classifier, history = _pooled_classifier(folder, in_train, val_list, labels, config)
+        classifier, history = _pooled_classifier(run)
     else:
-        classifier, history = _sequence_classifier(folder, in_train, val_list, labels, config)
+        classifier, history = _sequence_classifier(run)
     if config.oos_score == "mahalanobis":
-        classifier.oos_stats = _mahalanobis_stats(classifier, in_train, {label: i for i, label in enumerate(labels)})
-    calibration = calibrate(classifier, val_list, config)
-    val_metrics = evaluate_intents(classifier, val_list) if val_list else {}
-    info = {"method": "full", "head": config.head, "base_model": str(folder), "train_examples": len(in_train),
-            "val_examples": len(val_list), "history": history, "val": val_metrics,
-            "calibration": calibration.to_dict() if calibration else None,
-            "seconds": round(time.time() - started, 1)}
-    save_classifier(classifier, out_dir, config, info, in_train)
-    return classifier
+        classifier.oos_stats = _mahalanobis_stats(classifier, run.train, run.label_index)
+    return run.finish(classifier, out_dir, {"method": "full", "head": config.head, "history": history})
 
 
-def _meta(kind: str, labels: list[str], config: FinetuneConfig) -> IntentMeta:
-    return IntentMeta(kind=kind, oos_label=config.oos_label, score=config.oos_score,
-                      max_length=config.max_length, pooling=config.pooling, labels=labels)
-
-
-def _sequence_classifier(folder: Path, train: Sequence[IntentExample], val: Sequence[IntentExample],
-                         labels: list[str], config: FinetuneConfig) -> tuple[IntentClassifier, list[dict]]:
+def _sequence_classifier(run: TrainingRun) -> tuple[IntentClassifier, list[dict]]:
     """The Hugging Face recipe: `AutoModelForSequenceClassification` (pooler + random head)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    label_index = {label: i for i, label in enumerate(labels)}
+    folder, labels, label_index = run.folder, run.labels, run.label_index
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     model = AutoModelForSequenceClassification.from_pretrained(
         str(folder), local_files_only=True, num_labels=len(labels),
@@ -94,12 +72,12 @@ def _sequence_classifier(folder: Path, train: Sequence[IntentExample], val: Sequ
     )
     if model.config.pad_token_id is None and tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    meta = _meta("sequence_classification", labels, config)
+    meta = run.meta("sequence_classification")
 
     def logits(input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return model(input_ids=input_ids, attention_mask=mask).logits
 
-    history = _train_loop(model, tokenizer, train, val, labels, config, logits,
+    history = _train_loop(model, tokenizer, run.train, run.val, labels, run.config, logits,
                           lambda: IntentClassifier(model, tokenizer, copy.deepcopy(meta)))
     return IntentClassifier(model, tokenizer, meta), history
 
@@ -125,21 +103,20 @@ class PooledClassifier(torch.nn.Module):
         return self.head.weight.detach().clone(), self.head.bias.detach().clone()
 
 
-def _pooled_classifier(folder: Path, train: Sequence[IntentExample], val: Sequence[IntentExample],
-                       labels: list[str], config: FinetuneConfig) -> tuple[IntentClassifier, list[dict]]:
+def _pooled_classifier(run: TrainingRun) -> tuple[IntentClassifier, list[dict]]:
     """LP-FT: a probe of the frozen encoder starts the head, then the whole network is tuned."""
-    label_index = {label: i for i, label in enumerate(labels)}
-    encoder = Encoder.load(folder, pooling=config.pooling, max_length=config.max_length)
-    texts = [e.text for e in train]
-    label_ids = np.array([label_index[e.label] for e in train])
+    config, labels = run.config, run.labels
+    encoder = Encoder.load(run.folder, pooling=config.pooling, max_length=config.max_length)
+    texts = [e.text for e in run.train]
+    label_ids = np.array([run.label_index[e.label] for e in run.train])
     weight, bias = fit_head(encoder.embed(texts, normalize=True), label_ids, len(labels), config.probe_c, config.seed)
     net = PooledClassifier(encoder.model, weight, bias, config.pooling)
-    meta = _meta("pooled", labels, config)
+    meta = run.meta("pooled")
 
     def current() -> IntentClassifier:
         return IntentClassifier(net.encoder, encoder.tokenizer, copy.deepcopy(meta), head=net.head_tensors())
 
-    history = _train_loop(net, encoder.tokenizer, train, val, labels, config, net, current)
+    history = _train_loop(net, encoder.tokenizer, run.train, run.val, labels, config, net, current)
     return current(), history
 
 

@@ -17,19 +17,8 @@ import numpy as np
 import torch
 
 from convssl.downstream.intent_classifier import POOLED_KINDS, IntentClassifier, softmax
-from convssl.models.onnx.export import (
-    ExportReport,
-    OnnxOptions,
-    OnnxUnavailable,
-    PooledEncoderGraph,
-    SequenceClassifierGraph,
-    build,
-    cache_key,
-    make_session,
-    onnxruntime_available,
-    probe_texts,
-    write_report,
-)
+from convssl.models.onnx import export
+from convssl.models.onnx.export import ExportReport, OnnxOptions
 from convssl.models.onnx.jobs import Feeder, Job, length_groups, run_jobs, token_work
 
 LOG = logging.getLogger("convssl.onnx")
@@ -108,26 +97,26 @@ def onnx_classifier(classifier: IntentClassifier, folder: str | Path, options: O
     The check on the probe texts: top-1 agreement >= `min_agreement` and the same in/out-of-scope
     decision on the same share (int8), or near-identical probabilities (fp32).
     """
-    if not onnxruntime_available():
-        raise OnnxUnavailable("onnxruntime is not installed (pip install onnx onnxruntime, or 'convssl[serve]')")
+    if not export.onnxruntime_available():
+        raise export.OnnxUnavailable("onnxruntime is not installed (pip install onnx onnxruntime, or 'convssl[serve]')")
     options = options or OnnxOptions()
     folder = Path(folder)
     meta = classifier.meta
     model = classifier.model
     if meta.kind in POOLED_KINDS:
-        graph: torch.nn.Module = PooledEncoderGraph(model, meta.pooling)
+        graph: torch.nn.Module = export.PooledEncoderGraph(model, meta.pooling)
         names = ["embedding"]
     else:
-        graph = SequenceClassifierGraph(model, meta.pooling)
+        graph = export.SequenceClassifierGraph(model, meta.pooling)
         names = ["logits", "features"]
-    key = cache_key(folder, "classifier", options, extra=f"{meta.kind}/{meta.pooling}")
+    key = export.cache_key(folder, "classifier", options, extra=f"{meta.kind}/{meta.pooling}")
     started = time.perf_counter()
-    built, cached = build("classifier", folder, graph, names, model.config, options, key)
-    texts = probe_texts(probes, classifier.labels)
+    built, cached = export.build("classifier", folder, graph, names, model.config, options, key)
+    texts = export.probe_texts(probes, classifier.labels)
     report = ExportReport("classifier", str(folder), "torch", cached=cached, probes=len(texts))
     onnx = None
     for precision in (["int8"] if options.quantize else []) + ["fp32"]:
-        onnx = OnnxIntentClassifier(classifier, make_session(built / f"{precision}.onnx", options.threads), precision)
+        onnx = OnnxIntentClassifier(classifier, export.make_session(built / f"{precision}.onnx", options.threads), precision)
         check = report.checks[precision] = classifier_check(onnx, classifier, texts)
         if precision == "int8":
             ok = min(check["top1_agreement"], check["scope_agreement"]) >= options.min_agreement
@@ -141,7 +130,7 @@ def onnx_classifier(classifier: IntentClassifier, folder: str | Path, options: O
         report.reason += (f"{precision} failed {need} (top-1 {check['top1_agreement']:.4f}, "
                           f"scope {check['scope_agreement']:.4f}); ")
     report.export_seconds = round(time.perf_counter() - started, 2)
-    write_report(built, report)
+    export.write_report(built, report)
     (LOG.info if report.chosen != "torch" and not report.reason else LOG.warning)("ONNX %s", report.summary())
     if report.chosen == "torch" or onnx is None:
         return None

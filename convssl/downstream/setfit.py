@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,14 +27,12 @@ import torch
 
 from convssl.data.dialogue import IntentExample
 from convssl.downstream.config import FinetuneConfig
-from convssl.downstream.data import intent_labels, pad_batch, pad_id_of, prepare_splits, tokenize_all
-from convssl.downstream.evaluation import calibrate, evaluate_intents
-from convssl.downstream.intent_classifier import IntentClassifier, IntentMeta, fit_mahalanobis
-from convssl.downstream.saving import save_classifier
+from convssl.downstream.data import pad_batch, pad_id_of, tokenize_all
+from convssl.downstream.intent_classifier import IntentClassifier, fit_mahalanobis
+from convssl.downstream.recipe import TrainingRun
 from convssl.downstream.training import adamw_with_schedule, fit_head, optimizer_step
 from convssl.models.encoder import Encoder, pool
-from convssl.models.reference import resolve_model_path
-from convssl.utils.compute import autocast, seed_everything, set_threads
+from convssl.utils.compute import autocast
 from convssl.utils.progress import progress_bar
 
 LOG = logging.getLogger("convssl.setfit")
@@ -98,31 +95,17 @@ def train_setfit(
     out_dir: str | Path,
 ) -> IntentClassifier:
     """Contrastive tuning + logistic-regression head, calibrated and saved like `finetune_intent`."""
-    started = time.time()
-    seed_everything(config.seed)
-    set_threads(config.threads)
-    folder = resolve_model_path(model_path)
-    in_train, val_list, _ = prepare_splits(train, val, config)
-    labels = intent_labels(in_train, config.oos_label)
-    label_index = {label: i for i, label in enumerate(labels)}
-    if len(labels) < 2:
+    run = TrainingRun.start(model_path, train, val, config)
+    if len(run.labels) < 2:
         raise ValueError("SetFit needs at least two in-scope labels")
-    encoder = Encoder.load(folder, pooling=config.pooling, max_length=config.max_length)
-    texts = [e.text for e in in_train]
-    label_ids = np.array([label_index[e.label] for e in in_train])
+    encoder = Encoder.load(run.folder, pooling=config.pooling, max_length=config.max_length)
+    texts = [e.text for e in run.train]
+    label_ids = np.array([run.label_index[e.label] for e in run.train])
     losses = contrastive_tune(encoder.model, encoder.tokenizer, texts, label_ids, config)
     embeddings = encoder.embed(texts, normalize=True)
-    head = fit_head(embeddings, label_ids, len(labels), config.setfit.head_c, config.seed)
-    meta = IntentMeta(kind="setfit", oos_label=config.oos_label, score=config.oos_score,
-                      max_length=config.max_length, pooling=config.pooling, labels=labels)
-    stats = fit_mahalanobis(embeddings, label_ids, len(labels)) if config.oos_score == "mahalanobis" else None
-    classifier = IntentClassifier(encoder.model, encoder.tokenizer, meta, head=head, oos_stats=stats)
-    calibration = calibrate(classifier, val_list, config)
-    val_metrics = evaluate_intents(classifier, val_list) if val_list else {}
-    info = {"method": "setfit", "base_model": str(folder), "train_examples": len(in_train),
-            "val_examples": len(val_list), "contrastive_steps": len(losses),
-            "contrastive_loss_first_last": [losses[0], losses[-1]] if losses else None,
-            "val": val_metrics, "calibration": calibration.to_dict() if calibration else None,
-            "seconds": round(time.time() - started, 1)}
-    save_classifier(classifier, out_dir, config, info, in_train)
-    return classifier
+    head = fit_head(embeddings, label_ids, len(run.labels), config.setfit.head_c, config.seed)
+    stats = fit_mahalanobis(embeddings, label_ids, len(run.labels)) if config.oos_score == "mahalanobis" else None
+    classifier = IntentClassifier(encoder.model, encoder.tokenizer, run.meta("setfit"), head=head, oos_stats=stats)
+    return run.finish(classifier, out_dir, {
+        "method": "setfit", "contrastive_steps": len(losses),
+        "contrastive_loss_first_last": [losses[0], losses[-1]] if losses else None})

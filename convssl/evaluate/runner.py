@@ -41,6 +41,7 @@ from convssl.evaluate.tasks import (
 )
 from convssl.models.encoder import folder_fingerprint
 from convssl.models.reference import resolve_model_path
+from convssl.runs import prepare_run_dir
 from convssl.utils.chance import UNDERTRAINED_HINT, chance_accuracy, chance_warning
 
 LOG = logging.getLogger("convssl.evaluate")
@@ -93,6 +94,8 @@ class Runner:
             raise TaskError("no model to evaluate: pass --model PATH (a convssl run folder or an HF folder)")
         if not self.specs:
             raise TaskError("no task: pass --task intent:PATH, oos:PATH, response:PATH or ppl:PATH")
+        for model in [*config.models, *config.baselines]:
+            resolve_model_path(model)  # a wrong path fails here, before the output folder exists
         self.result = EvaluationResult(config)
         self._reps: list[Representation] | None = None
         # Fully fine-tuned classifiers by (representation, data path): the intent and the oos task
@@ -540,8 +543,9 @@ def evaluate(config: EvaluateConfig, out_dir: str | Path | None = None) -> Evalu
     from convssl.evaluate.report import write_report
 
     out = Path(out_dir or config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    runner = Runner(config, out)
+    runner = Runner(config, out)  # checks the config, models and tasks before anything is written
+    prepare_run_dir(out, config)
+    print(f"convssl evaluate: writing to {out}", flush=True)
     started = time.perf_counter()
     result = runner.run()
     write_report(result, out, seconds=time.perf_counter() - started)

@@ -8,19 +8,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import yaml
 
+from convssl.config import ConfigError
+
 PRESET_DIR = Path(__file__).resolve().parents[1] / "configs" / "models"
 SIZE_KEYS = ("num_layers", "hidden_size", "num_heads", "intermediate_size")
+Arch = Literal["bert", "gpt2", "llama"]
+Attention = Literal["eager", "sdpa"]
 ENCODER_ARCHS = ("bert",)
 DECODER_ARCHS = ("gpt2", "llama")
-ARCHS = ENCODER_ARCHS + DECODER_ARCHS
-ATTENTIONS = ("eager", "sdpa")
+ARCHS: tuple[str, ...] = get_args(Arch)
+ATTENTIONS: tuple[str, ...] = get_args(Attention)
 
 
-class ModelConfigError(ValueError):
+class ModelConfigError(ConfigError):
     """A model preset, architecture or override is invalid."""
 
 
@@ -34,12 +38,19 @@ class ModelConfig:
     """
 
     preset: str = "mini"
-    arch: str = "bert"
+    """Size preset of convssl/configs/models (tiny, mini, small, base)."""
+    arch: Arch = "bert"
+    """bert (encoder), gpt2 or llama (decoders)."""
     init_from: str | None = None
+    """Continue from this local model folder, pretraining run or installed model package."""
     dropout: float = 0.1
-    attention: str = "eager"
+    """Dropout of a fresh model."""
+    attention: Attention = "eager"
+    """Attention kernel: eager (convssl's fused CPU path) or sdpa."""
     max_position: int = 512
+    """Longest sequence a fresh model can take."""
     overrides: dict[str, Any] = field(default_factory=dict)
+    """Preset sizes or any other field of the Hugging Face config to change."""
 
 
 def available_presets() -> list[str]:

@@ -7,6 +7,7 @@ objective is adding one module that registers itself here.
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import numpy as np
 import torch
 
+from convssl.config import ConfigError
 from convssl.data.special_tokens import SpecialIds, special_ids
 
 if TYPE_CHECKING:
@@ -29,35 +31,82 @@ class DialogueLike(Protocol):
     roles: list[str]
 
 
-class ObjectiveError(ValueError):
+class ObjectiveError(ConfigError):
     """An objective was configured or combined in a way that cannot work."""
 
+
+# Settings every objective reads; the others belong to the objectives that declare them
+# (`PretextObjective.settings`), and a config that gives one to another objective is refused.
+COMMON_SETTINGS = ("name", "weight", "max_length")
 
 
 @dataclass
 class ObjectiveConfig:
-    """Settings of one objective; fields an objective does not use are ignored by it.
+    """Settings of one objective: the common ones and those of the objective `name` names.
 
-    `tasks` is only read by `multitask`: each entry is the full config of one sub-objective, whose
-    `weight` scales its loss in the weighted sum.
+    Giving a setting of another objective (`mask_rate` to `contrastive`) is an error rather than
+    silently ignored, and a saved config holds only the settings that apply. `tasks` is only read
+    by `multitask`: each entry is the full config of one sub-objective, whose `weight` scales its
+    loss in the weighted sum.
     """
 
     name: str = "mlm"
+    """Objective: mlm, clm, nup, contrastive, turn_views or multitask."""
     weight: float = 1.0
+    """Weight of this objective's loss in the sum."""
     mask_rate: float = 0.15
+    """mlm: share of tokens masked."""
     whole_word: bool = False
+    """mlm: mask all pieces of a word together."""
     context_turns: int = 3
+    """nup, contrastive: turns of context before the reply."""
     max_length: int = 128
+    """Tokens per row."""
     temperature: float = 0.05
+    """contrastive, turn_views: softmax temperature of the similarities."""
     symmetric: bool = True
+    """contrastive, turn_views: also rank in the other direction (replies for contexts and contexts for replies)."""
     hard_negatives: bool = False
-    # contrastive: false feeds plain text ([CLS] turn turn turn [SEP], no role/[EOT] markers), the
-    # form `convssl evaluate`'s response selection and the serving response bank embed
+    """contrastive: one extra negative per example from the same dialogue."""
     role_tokens: bool = True
+    """contrastive: false feeds plain text ([CLS] turn turn turn [SEP], no role/[EOT] markers), the form
+    `convssl evaluate`'s response selection and the serving response bank embed."""
     same_dialogue_negatives: float = 0.0
-    view_drop: float = 0.3  # turn_views: share of a turn's tokens each of its two views drops
+    """nup: share of negatives taken from the same dialogue."""
+    view_drop: float = 0.3
+    """turn_views: share of a turn's tokens each of its two views drops"""
     packing: bool = True
+    """mlm, clm: fill rows with consecutive turns and dialogues."""
     tasks: list[ObjectiveConfig] = field(default_factory=list)
+    """multitask: the sub-objectives, each a full objective config with its weight."""
+
+
+    @classmethod
+    def check_keys(cls, data: dict[str, Any], where: str) -> None:
+        """Refuse settings that belong to another objective than the one named (called on load)."""
+        name = str(data.get("name", cls.name))
+        own = _settings_of(name)
+        if own is None:
+            return  # an unknown name: build_objective lists the known ones
+        foreign = sorted(set(data) - set(COMMON_SETTINGS) - set(own))
+        if foreign:
+            users = {key: [n for n in available_objectives() if key in (_settings_of(n) or ())] for key in foreign}
+            said = "; ".join(f"{key} is a setting of {', '.join(users[key]) or 'no objective'}" for key in foreign)
+            raise ConfigError(f"{where}: objective {name} takes {', '.join([*COMMON_SETTINGS, *own])}, not "
+                              f"{', '.join(foreign)} ({said})")
+
+    def saved_fields(self) -> list[str]:
+        """The fields written to a saved config: the common ones and this objective's own."""
+        own = _settings_of(self.name)
+        if own is None:
+            return [f.name for f in dataclasses.fields(self)]
+        return [*COMMON_SETTINGS, *own]
+
+
+def _settings_of(name: str) -> tuple[str, ...] | None:
+    _load_builtin()
+    objective = _REGISTRY.get(name)
+    return None if objective is None else objective.settings
 
 
 @dataclass
@@ -129,13 +178,19 @@ class PretextObjective(ABC):
     name: ClassVar[str]
     #: "encoder", "decoder" or "any": which backbone kinds the objective can train.
     needs: ClassVar[str] = "encoder"
+    #: The `ObjectiveConfig` fields this objective reads besides `COMMON_SETTINGS`.
+    settings: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: ObjectiveConfig, tokenizer: Any) -> None:
         self.config = config
         self.tokenizer = tokenizer
         self.ids = special_ids(tokenizer)
-        if config.max_length < 8:
-            raise ObjectiveError(f"objective {self.name}: max_length must be >= 8, got {config.max_length}")
+        self.require(config.max_length >= 8, "max_length", ">= 8")
+
+    def require(self, ok: bool, setting: str, rule: str) -> None:
+        """Refuse a setting, naming the objective, the setting, the rule and the value given."""
+        if not ok:
+            raise ObjectiveError(f"objective {self.name}: {setting} must be {rule}, got {getattr(self.config, setting)}")
 
     @abstractmethod
     def batches(

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 class CausalLM(PretextObjective):
     name = "clm"
     needs = "decoder"
+    settings = ("packing",)
 
     def _rows(self, dialogues: Iterator[DialogueLike]) -> Iterator[np.ndarray]:
         """Packed: full blocks of the stream. Unpacked: one dialogue per row, cut to max_length."""

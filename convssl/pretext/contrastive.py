@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from convssl.pretext.base import (
     Batch,
     DialogueLike,
-    ObjectiveError,
     PretextObjective,
     encoder_inputs,
     register_objective,
@@ -83,13 +82,12 @@ def mask_repeated_texts(
 class ContrastiveResponse(PretextObjective):
     name = "contrastive"
     needs = "any"
+    settings = ("context_turns", "temperature", "symmetric", "hard_negatives", "role_tokens")
 
     def __init__(self, config, tokenizer) -> None:
         super().__init__(config, tokenizer)
-        if config.temperature <= 0:
-            raise ObjectiveError(f"contrastive: temperature must be > 0, got {config.temperature}")
-        if config.context_turns < 1:
-            raise ObjectiveError(f"contrastive: context_turns must be >= 1, got {config.context_turns}")
+        self.require(config.temperature > 0, "temperature", "> 0")
+        self.require(config.context_turns >= 1, "context_turns", ">= 1")
 
     def pairs(
         self, dialogues: Iterator[DialogueLike], rng: np.random.Generator

@@ -88,13 +88,13 @@ def select_positions(
 class MaskedLM(PretextObjective):
     name = "mlm"
     needs = "encoder"
+    settings = ("mask_rate", "whole_word", "packing")
 
     def __init__(self, config: ObjectiveConfig, tokenizer: Any) -> None:
         super().__init__(config, tokenizer)
         if self.ids.mask is None:
             raise ObjectiveError("mlm needs a tokenizer with a [MASK] token (a WordPiece tokenizer)")
-        if not 0.0 < config.mask_rate < 1.0:
-            raise ObjectiveError(f"mlm: mask_rate must be in (0, 1), got {config.mask_rate}")
+        self.require(0.0 < config.mask_rate < 1.0, "mask_rate", "in (0, 1)")
         self._special = np.zeros(self.ids.vocab_size, dtype=bool)
         self._special[list(self.ids.all_special)] = True
         self._random_pool = np.flatnonzero(~self._special)

@@ -37,6 +37,7 @@ MAX_LAG = 4096  # dialogues a slow sub-objective may fall behind
 class MultiTask(PretextObjective):
     name = "multitask"
     needs = "any"
+    settings = ("tasks",)
 
     def __init__(self, config: ObjectiveConfig, tokenizer: Any) -> None:
         super().__init__(config, tokenizer)

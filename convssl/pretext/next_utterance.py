@@ -18,7 +18,6 @@ from torch import nn
 from convssl.pretext.base import (
     Batch,
     DialogueLike,
-    ObjectiveError,
     PretextObjective,
     accuracy,
     pad_rows,
@@ -49,15 +48,12 @@ class BinaryHead(nn.Module):
 class NextUtterance(PretextObjective):
     name = "nup"
     needs = "encoder"
+    settings = ("context_turns", "same_dialogue_negatives")
 
     def __init__(self, config, tokenizer) -> None:
         super().__init__(config, tokenizer)
-        if not 0.0 <= config.same_dialogue_negatives <= 1.0:
-            raise ObjectiveError(
-                f"nup: same_dialogue_negatives must be in [0, 1], got {config.same_dialogue_negatives}"
-            )
-        if config.context_turns < 1:
-            raise ObjectiveError(f"nup: context_turns must be >= 1, got {config.context_turns}")
+        self.require(0.0 <= config.same_dialogue_negatives <= 1.0, "same_dialogue_negatives", "in [0, 1]")
+        self.require(config.context_turns >= 1, "context_turns", ">= 1")
 
     def _negative(
         self, window: list[list[np.ndarray]], d: int, i: int, rng: np.random.Generator

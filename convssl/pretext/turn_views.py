@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from convssl.pretext.base import (
     Batch,
     DialogueLike,
-    ObjectiveError,
     PretextObjective,
     encoder_inputs,
     register_objective,
@@ -43,13 +42,12 @@ MIN_TOKENS = 3  # shorter turns ("ok", "lol") have no second view worth learning
 class TurnViews(PretextObjective):
     name = "turn_views"
     needs = "encoder"
+    settings = ("temperature", "symmetric", "view_drop")
 
     def __init__(self, config, tokenizer) -> None:
         super().__init__(config, tokenizer)
-        if config.temperature <= 0:
-            raise ObjectiveError(f"turn_views: temperature must be > 0, got {config.temperature}")
-        if not 0.0 <= config.view_drop < 1.0:
-            raise ObjectiveError(f"turn_views: view_drop must be in [0, 1), got {config.view_drop}")
+        self.require(config.temperature > 0, "temperature", "> 0")
+        self.require(0.0 <= config.view_drop < 1.0, "view_drop", "in [0, 1)")
 
     def turns(self, dialogues: Iterator[DialogueLike]) -> Iterator[np.ndarray]:
         """The token ids of every turn long enough to corrupt, cut to fit `[CLS] ... [SEP]`."""

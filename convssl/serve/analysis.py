@@ -33,6 +33,7 @@ from convssl.serve.detectors import (
 )
 from convssl.serve.response_bank import BankEntry, ResponseBank, chitchat_bank, load_bank_file
 from convssl.serve.smalltalk import SmallTalk, load_smalltalk
+from convssl.serve.spelling import SpellingRepair
 from convssl.utils.compute import autocast
 
 LOG = logging.getLogger("convssl.serve")
@@ -66,6 +67,7 @@ class Brain:
         self.detector = detector
         self.frustration = frustration
         self.smalltalk = smalltalk
+        self.spelling: SpellingRepair | None = None
         self.config = config
         self._cache: OrderedDict[str, Analysis] = OrderedDict()
         self._lock = threading.Lock()
@@ -123,6 +125,9 @@ class Brain:
             frustration = frustration_detector(encoder, esc.frustration_threshold, esc.frustration_phrases)
             smalltalk = SmallTalk(smalltalk_set, encoder) if smalltalk_set else None
         brain = cls(classifier, encoder, templates, bank, detector, config, frustration, smalltalk, bank_encoder)
+        if config.repair_spelling:
+            vocabulary = [*classifier.labels, *(a for answers in templates.answers.values() for a in answers)]
+            brain.spelling = SpellingRepair(vocabulary)
         brain.backends = backends
         LOG.info("models: classifier %s, encoder %s", backends["classifier"], backends["encoder"])
         return brain
@@ -169,6 +174,22 @@ class Brain:
         with torch.inference_mode(), autocast(self.config.batching.bf16):
             return (encoder or self.encoder).embed(texts, batch_size=self.config.batching.max_batch, normalize=True)
 
+    def _repair_spelling(self, texts: Sequence[str], preds: list[Any]) -> list[Any]:
+        """Rejected turns with a misspelt word go through the classifier once more, corrected; the
+        correction's prediction is kept only where the classifier accepts it."""
+        if self.spelling is None:
+            return preds
+        retry = {i: fixed for i, (t, p) in enumerate(zip(texts, preds))
+                 if p.out_of_scope and (fixed := self.spelling.repair(t)) != t}
+        if not retry:
+            return preds
+        second = self._classify(list(retry.values()))
+        out = list(preds)
+        for i, p in zip(retry, second):
+            if not p.out_of_scope:
+                out[i] = p
+        return out
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False)
@@ -177,6 +198,7 @@ class Brain:
         todo = [t for t in dict.fromkeys(texts) if t not in self._cache]
         if todo:
             preds, emb = self._models(todo)
+            preds = self._repair_spelling(todo, preds)
             human = self.detector.scores(emb)
             frustrated = self.frustration.scores(emb) if self.frustration else np.zeros(len(todo))
             replies = self.bank.best(emb if self.bank_encoder is None else self._embed(todo, self.bank_encoder))

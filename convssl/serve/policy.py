@@ -70,8 +70,9 @@ _SECOND = re.compile(r"\b(second|2nd|latter|the 2|number two|option two|option 2
 
 
 def intent_title(intent: str) -> str:
-    """`card_arrival` -> "card arrival": how a clarifying question names an intent."""
-    return intent.replace("_", " ").replace("-", " ").strip()
+    """`card_arrival` -> "card arrival", `Refund_not_showing_up` -> "refund not showing up": how a
+    clarifying question names an intent."""
+    return " ".join(intent.replace("_", " ").replace("-", " ").replace("?", " ").split()).lower()
 
 
 class Policy:
@@ -140,7 +141,9 @@ class Policy:
         if not all(self.templates.answers.get(i) for i in (first, second)):
             return []
         if not understood:
-            floor = self.min_confidence if self.min_confidence is not None else self.calibrated_threshold
+            floor = self.rules.clarify_pair_threshold
+            if floor is None:
+                floor = self.min_confidence if self.min_confidence is not None else self.calibrated_threshold
             if floor is None or p1 + p2 < floor:
                 return []
         return [first, second]

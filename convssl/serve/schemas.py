@@ -10,6 +10,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from convssl.serve.text import clean_text
 
 SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+# Ids are SQLite INTEGERs: a larger number must be a 422, not an OverflowError deep in a query
+# (found by the schemathesis fuzz test).
+MAX_ID = 2**63 - 1
+RowId = Annotated[int, Field(ge=0, le=MAX_ID)]
 
 
 class ChatIn(BaseModel):
@@ -58,7 +62,7 @@ class ChatOut(BaseModel):
 class FeedbackIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     session_id: str
-    message_id: int
+    message_id: RowId
     rating: Literal["up", "down", 1, -1]
     comment: Annotated[str, Field(max_length=1000)] | None = None
 
@@ -110,7 +114,7 @@ class LabelIn(BaseModel):
 class ResolveIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     label: Annotated[str, Field(max_length=100)] | None = None
-    labels: dict[int, Label] | None = None
+    labels: dict[RowId, Label] | None = None
     new_intent: bool = Field(False, description="confirm labels that are not intents of the classifier")
     agent: AgentName | None = None
 

@@ -149,6 +149,7 @@ class CommandRun:
         self._taken = {self.out} if self.out is not None and (self.out / "tracking.json").exists() else set()
         self._abandoned = threading.Event()
         self._stop = threading.Event()
+        self.thread_cpu_seconds = 0.0
         self._thread = threading.Thread(target=self._work, name="convssl-tracking", daemon=True)
 
     def start(self) -> CommandRun:
@@ -164,6 +165,13 @@ class CommandRun:
             self._taken.add(self._announced)
 
     def _work(self) -> None:
+        started = time.thread_time()
+        try:
+            self._open_and_tail()
+        finally:
+            self.thread_cpu_seconds = time.thread_time() - started  # what tracking cost the CPU meanwhile
+
+    def _open_and_tail(self) -> None:
         from convssl.tracking.recorder import mlflow_client, start_run
 
         self.manifest.tags = run_tags(self.manifest.verb, self.argv)
@@ -251,7 +259,8 @@ def tracked(verb: str, args: argparse.Namespace, argv: list[str], run: Callable[
     settings = settings_from_args(args)
     if not settings.enabled or int(os.environ.get("RANK", "0")) != 0:
         return run(args)
-    session = CommandRun(verb, argv, settings, getattr(args, "out", None)).start()
+    out = getattr(args, "out", None) or getattr(args, "cfg.out", None)  # --out, or an option mapped to `out`
+    session = CommandRun(verb, argv, settings, out).start()
     status = "FAILED"
     try:
         code = int(run(args) or 0)

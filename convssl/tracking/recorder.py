@@ -247,6 +247,9 @@ def input_paths(verb: str, config: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def model_paths(verb: str, config: dict[str, Any]) -> list[str]:
+    """Models a verb starts from or scores: their runs are this run's parents."""
+    if verb == "pretrain":  # continued pretraining (model.init_from) descends from that model's run
+        return _as_list((config.get("model") or {}).get("init_from"))
     if verb == "finetune":
         return _as_list(config.get("model"))
     if verb == "evaluate":

@@ -34,7 +34,6 @@ from convssl.tracking.references import ModelRef, ModelReferenceError, lookup_ve
 
 SKIPPED_FILES = {MANIFEST, REGISTERED, "optimizer.pt", "scheduler.pt", "rng.pt", "trainer_state.json"}
 SKIPPED_SUFFIXES = {".log", ".tmp", ".bin", ".pt", ".pth", ".pkl", ".ckpt"}
-ALIAS_HELP = "champion, challenger or any name"
 
 
 class RegistryError(ValueError):

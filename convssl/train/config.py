@@ -7,8 +7,11 @@ enough to reproduce it and `--resume` can check that a run is continued with the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
-from convssl.models.presets import ModelConfig
+from convssl.config import ConfigError, require
+from convssl.models.presets import ModelConfig, resolved_sizes
+from convssl.models.presets import validate as validate_model
 from convssl.pretext.base import ObjectiveConfig
 
 
@@ -22,64 +25,93 @@ class ProbeConfig:
     """
 
     path: str | None = None
-    every: int = 0  # steps between probes (at evaluation steps); 0: at every evaluation
+    """Labelled probe set: JSONL {text, label[, split]} or CSV text,label; empty: no probe."""
+    every: int = 0
+    """steps between probes (at evaluation steps); 0: at every evaluation"""
     max_examples: int = 2000
+    """Examples of the probe set used at most."""
     test_fraction: float = 0.3
+    """Share of the probe set held out to score the probe."""
     max_length: int = 64
-    patience: int = 0  # evaluations without improvement before stopping; 0: never stop early
+    """Tokens per probe text."""
+    patience: int = 0
+    """evaluations without improvement before stopping; 0: never stop early"""
 
 
 @dataclass
 class PretrainConfig:
-    data: str = ""  # a folder written by `convssl prepare` (tokenizer/ + shards/)
+    data: str = ""
+    """a folder written by `convssl prepare` (tokenizer/ + shards/)"""
     model: ModelConfig = field(default_factory=ModelConfig)
+    """Which network to pretrain."""
     objectives: list[ObjectiveConfig] = field(default_factory=lambda: [ObjectiveConfig(name="mlm")])
-    batch_size: int = 32  # global examples per micro-batch and objective, split across ranks
-    grad_accum: int = 1  # micro-batches per optimizer step
+    """Pretext objectives; each step draws one batch per objective and optimises sum(weight x loss)."""
+    batch_size: int = 32
+    """global examples per micro-batch and objective, split across ranks"""
+    grad_accum: int = 1
+    """micro-batches per optimizer step"""
     max_steps: int = 1000
+    """Optimizer steps."""
     lr: float = 5e-4
+    """Peak AdamW learning rate."""
     weight_decay: float = 0.01
+    """Decoupled weight decay on weight matrices (not on biases and norms)."""
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    """AdamW betas (two numbers)."""
     warmup_steps: int = 100
-    schedule: str = "cosine"  # cosine | linear | constant
-    clip_norm: float = 1.0  # 0 disables clipping
+    """Steps of linear learning-rate warm-up."""
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    """cosine | linear | constant"""
+    clip_norm: float = 1.0
+    """0 disables clipping"""
     bf16: bool = True
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    """bf16 autocast on CPU and GPU."""
+    device: str = "auto"
+    """auto | cpu | cuda | cuda:N"""
     log_every: int = 10
+    """Steps per metrics.jsonl record."""
     eval_every: int = 200
+    """Steps between validation evaluations."""
     eval_batches: int = 20
+    """Validation batches per evaluation."""
     checkpoint_every: int = 500
+    """Steps between checkpoints."""
     keep_last: int = 2
+    """Checkpoints kept (the best is kept too)."""
     seed: int = 0
-    threads: int = 0  # torch.set_num_threads when > 0
-    data_parallel: str = "split"  # split: every rank builds the global batch and keeps its slice; shard: ShardReader(rank, world_size)
-    prefetch: int = 2  # batches built ahead in a background thread (0: build in the loop)
+    """Seeds data order, masks, initialisation and dropout."""
+    threads: int = 0
+    """torch.set_num_threads when > 0"""
+    data_parallel: Literal["split", "shard"] = "split"
+    """split: every rank builds the global batch and keeps its slice; shard: ShardReader(rank, world_size)"""
+    prefetch: int = 2
+    """batches built ahead in a background thread (0: build in the loop)"""
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    """Linear probe on a labelled set during pretraining (early stopping)."""
     tensorboard: bool = True
+    """Write TensorBoard logs to RUN/tb."""
     progress: bool = True
+    """Show a progress bar."""
     plot: bool = True
+    """Write the loss plot RUN/loss.png."""
 
     def validate(self) -> None:
         """Fail before any work with a message naming the field."""
-        from convssl.config import ConfigError
-
-        checks = [
+        require([
             (bool(self.data), "data: the prepared data folder is required (--data DIR or data=DIR)"),
             (self.batch_size > 0, f"batch_size: must be positive, got {self.batch_size}"),
             (self.grad_accum > 0, f"grad_accum: must be positive, got {self.grad_accum}"),
             (self.max_steps > 0, f"max_steps: must be positive, got {self.max_steps}"),
             (self.lr > 0, f"lr: must be positive, got {self.lr}"),
             (len(self.betas) == 2, f"betas: needs two numbers, got {self.betas}"),
-            (self.schedule in {"cosine", "linear", "constant"}, f"schedule: {self.schedule!r} is not cosine|linear|constant"),
             (self.warmup_steps >= 0, f"warmup_steps: must be >= 0, got {self.warmup_steps}"),
             (self.log_every > 0, f"log_every: must be positive, got {self.log_every}"),
             (self.keep_last >= 1, f"keep_last: must be >= 1, got {self.keep_last}"),
             (len(self.objectives) > 0, "objectives: at least one objective is required"),
-            (self.data_parallel in {"split", "shard"}, f"data_parallel: {self.data_parallel!r} is not split|shard"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        ])
+        validate_model(self.model)
+        if not self.model.init_from:
+            resolved_sizes(self.model)  # the preset exists and its sizes fit together
         names = [o.name for o in self.objectives]
         if len(set(names)) != len(names):
             raise ConfigError(f"objectives: each objective may appear once, got {names}")

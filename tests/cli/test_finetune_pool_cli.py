@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import re
-from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
 from convssl.cli import main
 from convssl.downstream.intent_classifier import IntentClassifier
+from tests.cli.test_finetune_cli import write_banking_slice
 from tests.evaluate import slices
 
 clinc_slice = slices.clinc_slice
@@ -21,18 +20,7 @@ FAST = ["threads=1"]
 
 
 def write_slice(shared_data: Path, folder: Path, per_train: int = 40, per_test: int = 15) -> Path:
-    folder.mkdir(parents=True)
-    for name, n in (("train.csv", per_train), ("test.csv", per_test)):
-        rows: dict[str, list[str]] = defaultdict(list)
-        with (shared_data / "banking77" / name).open(encoding="utf-8") as fh:
-            for row in csv.DictReader(fh):
-                if row["category"] in INTENTS and len(rows[row["category"]]) < n:
-                    rows[row["category"]].append(row["text"])
-        with (folder / name).open("w", encoding="utf-8", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["text", "category"])
-            writer.writerows([text, label] for label in INTENTS for text in rows[label])
-    return folder
+    return write_banking_slice(shared_data, folder, per_train, per_test, intents=INTENTS)
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,9 @@ def test_pretrain_cli_runs_then_resume_continues_to_more_steps(data_dir, tmp_pat
     first = capsys.readouterr().out
     assert json.loads(first[first.index("{"):])["steps"] == 12
     assert (run / "config.yaml").exists() and (run / "final" / "config.json").exists()
-    assert (run / "pretrain.log").exists()
+    assert f"run folder {run}" in first
+    log = (run / "pretrain.log").read_text(encoding="utf-8")
+    assert "step 12: loss" in log and "evaluation" in log and f"model in {run / 'final'}" in log
     # Without --resume an existing run is not overwritten.
     assert main([*args, *_overrides(data_dir, max_steps=12)]) == 2
     assert "--resume" in capsys.readouterr().err
@@ -51,6 +53,15 @@ def test_pretrain_cli_reports_bad_input_clearly(data_dir, tmp_path, capsys):
     assert "no_such_preset" in capsys.readouterr().err
     assert main(["pretrain", "--config", "pretrain_tiny", "--out", out]) == 2
     assert "data" in capsys.readouterr().err
+    # A typo on the command line is blamed on the command line, with the key it probably meant.
+    assert main(["pretrain", "--config", "pretrain_tiny", "--data", str(data_dir), "--out", out, "max_step=10"]) == 2
+    assert "error: command line: max_step=10: unknown key max_step; did you mean max_steps?" in capsys.readouterr().err
+    assert main(["pretrain", "--config", "pretrain_tiny", "--data", str(data_dir), "--out", out, "model.arch=bertt"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("convssl pretrain: error: command line: model.arch: 'bertt' is not one of") and len(err.splitlines()) == 1
+    assert main(["pretrain", "--config", "pretrain_tinny", "--data", str(data_dir), "--out", out]) == 2
+    assert "did you mean pretrain_tiny?" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # no bad input left a run folder behind
 
 
 def test_every_pretrain_preset_loads(tmp_path):

@@ -64,6 +64,7 @@ def test_real_queries_keep_their_words_and_are_fixed_points(shared_data) -> None
         assert once.split() == text.replace("’", "'").split()
 
 
+@pytest.mark.benchmark
 def test_fast_enough_for_millions_of_turns(shared_data) -> None:
     texts = _banking_texts(shared_data) * 10
     texts += [t + " café" for t in texts[:3000]]  # the non-ASCII path

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from convssl.config import load_config
-from convssl.data.pipeline import PrepareConfig, run_prepare
+from convssl.data.config import PrepareConfig
+from convssl.data.pipeline import run_prepare
 from convssl.data.rejects import read_rejects
 from convssl.data.shards import ShardReader
 from convssl.data.tokenizer import load_tokenizer

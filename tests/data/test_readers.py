@@ -289,7 +289,9 @@ def test_csv_bad_rows_and_header(tmp_path: Path) -> None:
     bad_header = _write(tmp_path / "header.csv", "conversation_id,who,text\nc1,a,hi\n")
     rejects = RejectLog()
     assert list(read_csv_dialogues(bad_header, rejects=rejects)) == []
-    assert rejects.records[0]["line"] == 1 and "speaker" in rejects.records[0]["message"]
+    message = rejects.records[0]["message"]
+    assert rejects.records[0]["line"] == 1 and "speaker" in message
+    assert "'conversation_id,who,text'" in message  # the header it read, not only the rule
 
 
 def test_text_line_without_speaker(tmp_path: Path) -> None:

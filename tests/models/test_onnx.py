@@ -15,12 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("onnxruntime")
-pytest.importorskip("onnx")
+from tests.conftest import need_module
+
+need_module("onnxruntime", "onnxruntime")
+need_module("onnxruntime", "onnx")
 
 from convssl.downstream.onnx_classifier import onnx_classifier  # noqa: E402
 from convssl.models.onnx import OnnxOptions, length_groups, onnx_encoder  # noqa: E402
-from convssl.models.onnx.export import DEFAULT_PROBES  # noqa: E402
+from convssl.models.onnx.export import DEFAULT_PROBES, probe_texts  # noqa: E402
 
 TEXTS = ["hi", "When will my new card arrive? I ordered it two weeks ago and it is still not here.",
          "how do I change my PIN", "?", "can I talk to a real person please", "thanks a lot"]
@@ -190,13 +192,24 @@ def test_onnx_classifier_decides_like_torch(tmp_path, tokenizer, score):
         assert (a.intent, a.out_of_scope) == (b.intent, b.out_of_scope)
         assert [lab for lab, _ in a.top] == [lab for lab, _ in b.top]
 
-    int8 = onnx_classifier(IntentClassifier.load(folder), folder, OnnxOptions(quantize=True, cache_dir=str(tmp_path),
-                                                                               min_agreement=0.0))
-    assert int8.precision == "int8"
-    check = int8.report.checks["int8"]
-    assert 0.0 <= check["top1_agreement"] <= 1.0 and check["max_abs_prob_diff"] > 0.0
-    # the classifier's check includes its label names as in-domain probes
-    assert int8.report.probes >= len(DEFAULT_PROBES) + len(ref.labels)
+    # The int8 check measures what it claims: its top-1 agreement is the share of probe texts on
+    # which the int8 twin picks torch's intent (int8 forced here, whatever its agreement).
+    forced = onnx_classifier(IntentClassifier.load(folder), folder,
+                             OnnxOptions(quantize=True, cache_dir=str(tmp_path), min_agreement=0.0))
+    assert forced.precision == "int8"
+    probes = probe_texts((), ref.labels)  # the defaults and the label names as in-domain probes
+    assert forced.report.probes == len(probes) >= len(DEFAULT_PROBES) + len(ref.labels) - 1
+    same = np.mean([a.top[0][0] == b.top[0][0]
+                    for a, b in zip(forced.predict(probes, batch_size=16), ref.predict(probes, batch_size=16))])
+    check = forced.report.checks["int8"]
+    assert check["top1_agreement"] == pytest.approx(same) and check["max_abs_prob_diff"] > 0.0
+    # With the default bar the choice follows the measurement: int8 only when it agrees enough.
+    chosen = onnx_classifier(IntentClassifier.load(folder), folder, OnnxOptions(quantize=True, cache_dir=str(tmp_path)))
+    bar = OnnxOptions().min_agreement
+    if min(check["top1_agreement"], check["scope_agreement"]) >= bar:
+        assert chosen.precision == "int8"
+    else:
+        assert chosen.precision == "fp32" and f"int8 failed agreement >= {bar}" in chosen.report.reason
 
 
 def test_onnx_serves_the_pooled_head_of_full_fine_tuning(tmp_path, tokenizer, encoder_folder):

@@ -167,11 +167,20 @@ def test_continued_pretraining_from_minilm(minilm_path, chats):
         original.encoder.layer[0].attention.self.query.weight,
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    loss, metrics = model(batch, obj)
-    loss.backward()
-    optimizer.step()
-    assert np.isfinite(metrics["loss"]) and metrics["loss"] < 12  # pretrained: far below ln(30k)=10.3 + noise
-    assert model.word_embeddings().weight.grad[rows:].abs().sum() > 0  # role tokens are learnt
+    chance = float(np.log(len(tok)))
+    losses = []
+    for _ in range(4):
+        loss, metrics = model(batch, obj)
+        loss.backward()
+        if not losses:
+            assert model.word_embeddings().weight.grad[rows:].abs().sum() > 0  # role tokens are learnt
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(metrics["loss"])
+    # all-MiniLM-L6-v2 ships no MLM head, so the first loss is chance (the head is new); on top of
+    # the pretrained trunk three steps on the batch take it well below chance.
+    assert abs(losses[0] - chance) < 1.5, (losses, chance)
+    assert losses[-1] < chance - 2.0, (losses, chance)
 
 
 @pytest.mark.parametrize("case", ["missing", "file", "no_config", "pickle_only"])

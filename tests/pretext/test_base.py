@@ -69,3 +69,16 @@ def test_tokenizer_without_dialogue_tokens_is_refused(minilm_path):
     raw = AutoTokenizer.from_pretrained(str(minilm_path), local_files_only=True)
     with pytest.raises(SpecialTokenError, match=r"\[USR\]"):
         special_ids(raw)
+
+
+def test_a_setting_of_another_objective_is_refused_and_not_saved(tmp_path):
+    from convssl.config import ConfigError, load_config, to_dict
+
+    path = tmp_path / "objective.yaml"
+    path.write_text("name: contrastive\nmask_rate: 0.2\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"objective contrastive takes .*not mask_rate \(mask_rate is a setting of mlm\)"):
+        load_config(ObjectiveConfig, path)
+    saved = to_dict(load_config(ObjectiveConfig, None, ["name=contrastive", "temperature=0.1"]))
+    assert saved == {"name": "contrastive", "weight": 1.0, "max_length": 128, "context_turns": 3,
+                     "temperature": 0.1, "symmetric": True, "hard_negatives": False, "role_tokens": True}
+    assert load_config(ObjectiveConfig, None, [f"{k}={v}" for k, v in saved.items()]).temperature == 0.1

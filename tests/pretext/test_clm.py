@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from convssl.data.special_tokens import special_ids
 from convssl.pretext import ObjectiveConfig, ObjectiveError, build_objective
-from convssl.pretext.base import special_ids
 from tests.pretext._train import mean, train_losses
 
 

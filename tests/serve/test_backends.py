@@ -8,6 +8,7 @@ import sys
 import httpx
 import pytest
 
+from tests.conftest import need_module
 from tests.serve.conftest import INTENTS, banking_examples, shared_brain, start_server
 
 SMALL_TALK = ["hi, how are you?", "what are you up to this weekend?", "do you like music?", "good morning!"]
@@ -34,7 +35,7 @@ def torch_brain(tmp_path_factory, make_config):
 
 
 def test_default_backend_is_onnx_and_health_says_so(tmp_path, make_config):
-    pytest.importorskip("onnxruntime")
+    need_module("onnxruntime", "onnxruntime")
     config = make_config(tmp_path / "h.sqlite3")
     brain = shared_brain(config)
     assert brain.backends["encoder"] == "onnx-int8"
@@ -51,7 +52,7 @@ def test_without_onnxruntime_the_bot_runs_on_torch(torch_brain):
 
 
 def test_onnx_brain_decides_like_the_torch_brain(tmp_path, make_config, torch_brain, texts):
-    pytest.importorskip("onnxruntime")
+    need_module("onnxruntime", "onnxruntime")
     from convssl.serve.policy import Policy, SessionState
 
     config = make_config(tmp_path / "o.sqlite3")

@@ -43,9 +43,7 @@ def test_concurrent_turns_share_batches_and_each_gets_its_own_answer(max_wait_ms
     assert stats["items"] == 40 and stats["batches"] == len(sizes)
 
 
-def test_no_wait_when_idle_a_lone_turn_runs_at_once():
-    sizes: list[int] = []
-
+def _lone_turn_seconds(sizes: list[int]) -> float:
     async def main():
         batcher = MicroBatcher(_doubling(sizes, delay=0.0), max_wait_ms=0.0)
         batcher.start()
@@ -56,7 +54,18 @@ def test_no_wait_when_idle_a_lone_turn_runs_at_once():
         finally:
             await batcher.stop()
 
-    assert asyncio.run(main()) < 0.5 and sizes == [1]
+    return asyncio.run(main())
+
+
+def test_no_wait_when_idle_a_lone_turn_runs_alone():
+    sizes: list[int] = []
+    _lone_turn_seconds(sizes)
+    assert sizes == [1]
+
+
+@pytest.mark.benchmark
+def test_a_lone_turn_is_answered_at_once():
+    assert _lone_turn_seconds([]) < 0.5
 
 
 def test_a_failing_batch_fails_its_turns_and_the_worker_lives_on():

@@ -10,23 +10,22 @@ from pathlib import Path
 import pytest
 
 from convssl.cli import main
+from tests.conftest import chromium_path, need, need_module
 from tests.serve.conftest import start_server
 
-CHROMIUM = "/usr/bin/chromium"
 # Screenshots go to a temporary folder; CONVSSL_SCREENSHOTS=docs/screenshots refreshes the docs' pictures.
 SCREENSHOTS = Path(os.environ.get("CONVSSL_SCREENSHOTS") or tempfile.mkdtemp(prefix="convssl-screenshots-"))
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing (apt-get install chromium)"),
-]
+pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
+    chromium = chromium_path()
+    need("chromium", chromium is not None, "chromium is missing (make browser, or apt-get install chromium)")
+    sync_api = need_module("playwright", "playwright.sync_api")
     with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM,
+        b = p.chromium.launch(executable_path=chromium,
                               args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         yield b
         b.close()

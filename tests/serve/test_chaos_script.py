@@ -22,7 +22,7 @@ def test_chaos_short_form_loses_and_duplicates_nothing(tmp_path, tiny_classifier
                            # PyTorch fp32: each restart loads in seconds, no ONNX export or int8 check
                            "responder.bank_size=200", "batching.backend=torch", "batching.quantize_encoder=false",
                            "batching.quantize_classifier=false"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+                          cwd=REPO, capture_output=True, text=True, timeout=540)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text(encoding="utf-8"))
     assert result["acknowledged_messages"] > 20 and result["acknowledged_agent_replies"] > 0

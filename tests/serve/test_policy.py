@@ -88,3 +88,22 @@ def test_curated_small_talk_matches_its_topics_and_not_banking_questions(minilm_
     assert (d.kind, d.escalate) == ("smalltalk", False) and "virtual assistant" in d.reply
     robot.human_score = 0.8
     assert p.decide(robot, SessionState()).reason == "asked_for_human"
+
+
+def test_clarifying_questions_name_intents_as_words():
+    from convssl.serve.policy import intent_title
+
+    assert intent_title("card_arrival") == "card arrival"
+    assert intent_title("Refund_not_showing_up") == "refund not showing up"
+    assert intent_title("reverted_card_payment?") == "reverted card payment"
+
+
+def test_spelling_repair_fixes_typos_with_the_bots_own_words_first():
+    from convssl.serve.spelling import SpellingRepair
+
+    repair = SpellingRepair(["card_arrival", "terminate_account", "Close your account in the app."])
+    assert repair.repair("my new crad hasnt arived yet") == "my new card hasn't arrived yet"
+    assert repair.repair("pls delete my acount").endswith("delete my account")  # not "count"
+    for text in ["how long does a transfer to Germany take?", "¿Cuánto tarda?"]:  # known, or not English letters
+        assert repair.repair(text).split()[0] == text.split()[0]
+    assert repair.repair("my PIN is blocked") == "my PIN is blocked"

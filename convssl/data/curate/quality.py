@@ -30,18 +30,19 @@ QUALITY_REASONS = (
 @dataclass
 class QualityConfig:
     min_turns: int = 2
+    """Dialogues with fewer turns are dropped (too_few_turns)."""
     max_turns: int = 200
+    """Dialogues with more turns are dropped (too_many_turns)."""
     min_tokens_per_turn: int = 1
+    """A dialogue with a turn of fewer whitespace tokens is dropped (empty_turn)."""
     max_tokens_per_turn: int = 256
-    # A turn is spam when one character, or a unit of 2-4 characters ("ha", "lol "), repeats
-    # more than this many times in a row.
+    """A dialogue with a turn of more whitespace tokens is dropped (turn_too_long)."""
     max_char_repeat: int = 10
-    # A turn is noise when more than this share of its non-space characters are not letters
-    # (digits, punctuation, emoji).
+    """A turn is spam when one character, or a unit of 2-4 characters ("ha", "lol "), repeats more than this many times in a row."""
     max_nonletter_ratio: float = 0.5
-    # The dialogue is dropped when more than this share of its turns is spam (or noise), and at
-    # least two turns are (unless the dialogue has only one).
+    """A turn is noise when more than this share of its non-space characters are not letters (digits, punctuation, emoji)."""
     max_spam_turn_ratio: float = 0.3
+    """The dialogue is dropped when more than this share of its turns is spam (or noise), and at least two turns are (unless the dialogue has only one)."""
 
     def __post_init__(self) -> None:
         if self.min_turns < 1 or self.max_turns < self.min_turns:

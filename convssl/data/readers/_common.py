@@ -117,6 +117,17 @@ def decoded_lines(
         yield number, text.removesuffix("\r")
 
 
+
+def json_lines(path: Path, rejects: RejectLog, max_line_bytes: int) -> Iterator[tuple[int, Any]]:
+    """(line, parsed value) of every non-empty JSONL line; a line that does not parse is rejected."""
+    for line, text in decoded_lines(path, rejects, max_line_bytes):
+        if not text.strip():
+            continue
+        try:
+            yield line, json.loads(text)
+        except json.JSONDecodeError as exc:
+            rejects.reject(path, line, "malformed_json", f"invalid JSON: {exc.msg} (column {exc.colno})", text)
+
 def read_json_text(path: Path, rejects: RejectLog) -> str | None:
     """The file as text when it is non-empty UTF-8 text; otherwise reject it and return None."""
     data = path.read_bytes()

@@ -48,6 +48,18 @@ def header_columns(header: list[str]) -> dict[str, int]:
     return {name.strip().lower().lstrip("\ufeff"): i for i, name in enumerate(header)}
 
 
+def csv_table(path: Path, rejects: RejectLog, max_line_bytes: int
+              ) -> tuple[int, list[str], dict[str, int], Iterator[tuple[int, list[str]]]] | None:
+    """(header line, header, column index by lower-case name, the remaining rows), or None when
+    the file has no row at all."""
+    rows = csv_rows(path, rejects, max_line_bytes)
+    first = next(rows, None)
+    if first is None:
+        return None
+    line, header = first
+    return line, header, header_columns(header), rows
+
+
 def is_dialogue_header(header: list[str]) -> bool:
     cols = header_columns(header)
     return any(c in cols for c in ID_COLUMNS) and all(c in cols for c in REQUIRED)
@@ -55,18 +67,18 @@ def is_dialogue_header(header: list[str]) -> bool:
 
 @line_reader
 def read_csv_dialogues(path: Path, rejects: RejectLog, max_line_bytes: int, limit: int | None) -> Iterator[Dialogue]:
-    rows = csv_rows(path, rejects, max_line_bytes)
-    first = next(rows, None)
-    if first is None:
+    table = csv_table(path, rejects, max_line_bytes)
+    if table is None:
         return
-    header_line, header = first
-    cols = header_columns(header)
+    header_line, header, cols, rows = table
     id_col = next((c for c in ID_COLUMNS if c in cols), None)
     missing = [c for c in REQUIRED if c not in cols] + ([] if id_col else ["conversation_id"])
     if missing:
+        read = ",".join(header)
         rejects.reject(path, header_line, "missing_field",
-                       f"CSV header lacks column(s) {missing}; expected conversation_id,speaker,text[,timestamp]",
-                       ",".join(header))
+                       f"CSV header {read!r} lacks column(s) {missing}: a chat log needs "
+                       "conversation_id,speaker,text[,timestamp]; for an intent set (text,label) pass --format intents",
+                       read)
         return
     assert id_col is not None
     idx_id, idx_speaker, idx_text = cols[id_col], cols["speaker"], cols["text"]

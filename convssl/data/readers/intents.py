@@ -8,18 +8,17 @@ split comes from its name (train.csv, test.csv), a JSON key names its own split.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from convssl.data.dialogue import IntentExample
 from convssl.data.readers._common import (
-    decoded_lines,
+    json_lines,
     line_reader,
     read_json_document,
 )
-from convssl.data.readers.csvfile import csv_rows, header_columns
+from convssl.data.readers.csvfile import csv_table, header_columns
 from convssl.data.rejects import RejectLog
 
 LABEL_COLUMNS = ("label", "category", "intent")
@@ -65,16 +64,15 @@ def read_intents(path: Path, rejects: RejectLog, max_line_bytes: int, limit: int
 
 
 def _read_csv(path: Path, rejects: RejectLog, max_line_bytes: int) -> Iterator[IntentExample]:
-    rows = csv_rows(path, rejects, max_line_bytes)
-    first = next(rows, None)
-    if first is None:
+    table = csv_table(path, rejects, max_line_bytes)
+    if table is None:
         return
-    line, header = first
-    cols = header_columns(header)
+    line, header, cols, rows = table
     label_col = next((c for c in LABEL_COLUMNS if c in cols), None)
     if "text" not in cols or label_col is None:
-        rejects.reject(path, line, "missing_field", "intent CSV header needs a 'text' and a 'label' (or 'category') column",
-                       ",".join(header))
+        read = ",".join(header)
+        rejects.reject(path, line, "missing_field", f"intent CSV header {read!r} needs a 'text' and a 'label' "
+                       "(or 'category') column", read)
         return
     i_text, i_label, width = cols["text"], cols[label_col], len(header)
     split, source = split_of(path.stem), source_of(path)
@@ -89,14 +87,7 @@ def _read_csv(path: Path, rejects: RejectLog, max_line_bytes: int) -> Iterator[I
 
 def _read_jsonl(path: Path, rejects: RejectLog, max_line_bytes: int) -> Iterator[IntentExample]:
     default_split, source = split_of(path.stem), source_of(path)
-    for line, text in decoded_lines(path, rejects, max_line_bytes):
-        if not text.strip():
-            continue
-        try:
-            item = json.loads(text)
-        except json.JSONDecodeError as exc:
-            rejects.reject(path, line, "malformed_json", f"invalid JSON: {exc.msg} (column {exc.colno})", text)
-            continue
+    for line, item in json_lines(path, rejects, max_line_bytes):
         if not isinstance(item, dict):
             rejects.reject(path, line, "malformed_record", "expected a {\"text\", \"label\"} object", item)
             continue

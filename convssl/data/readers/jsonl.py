@@ -7,7 +7,6 @@ is made from file name and line. A JSON file holding a list of such objects is r
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,8 +14,8 @@ from typing import Any
 from convssl.data.dialogue import ROLES, Dialogue, Turn
 from convssl.data.readers._common import (
     MissingField,
-    decoded_lines,
     iter_json_array,
+    json_lines,
     line_reader,
     read_json_document,
     require,
@@ -50,24 +49,26 @@ def parse_dialogue(item: Any, default_id: str, source: str) -> Dialogue:
     return Dialogue(id=dialogue_id, turns=turns, source=str(item.get("source") or source), meta=meta)
 
 
-@line_reader
-def read_jsonl(path: Path, rejects: RejectLog, max_line_bytes: int, limit: int | None) -> Iterator[Dialogue]:
+def parse_dialogues(path: Path, records: Iterator[tuple[int, Any]], rejects: RejectLog,
+                    limit: int | None) -> Iterator[Dialogue]:
+    """Dialogues from (line, JSON value) records, at most `limit`; a bad record is rejected by line.
+    The limit is checked before the next record is read, so nothing past it is parsed or rejected."""
+    if limit is not None and limit <= 0:
+        return
     count = 0
-    for line, text in decoded_lines(path, rejects, max_line_bytes):
-        if not text.strip():
-            continue
-        if limit is not None and count >= limit:
-            return
-        try:
-            item = json.loads(text)
-        except json.JSONDecodeError as exc:
-            rejects.reject(path, line, "malformed_json", f"invalid JSON: {exc.msg} (column {exc.colno})", text)
-            continue
+    for line, item in records:
         try:
             yield parse_dialogue(item, f"{path.stem}:{line}", path.stem)
             count += 1
         except MissingField as exc:
             rejects.reject(path, line, exc.reason, str(exc), item)
+        if limit is not None and count >= limit:
+            return
+
+
+@line_reader
+def read_jsonl(path: Path, rejects: RejectLog, max_line_bytes: int, limit: int | None) -> Iterator[Dialogue]:
+    yield from parse_dialogues(path, json_lines(path, rejects, max_line_bytes), rejects, limit)
 
 
 def read_dialogue_json(
@@ -79,12 +80,4 @@ def read_dialogue_json(
     parsed = read_json_document(path, rejects)
     if parsed is None:
         return
-    count = 0
-    for line, item in iter_json_array(path, parsed[0], rejects):
-        if limit is not None and count >= limit:
-            return
-        try:
-            yield parse_dialogue(item, f"{path.stem}:{line}", path.stem)
-            count += 1
-        except MissingField as exc:
-            rejects.reject(path, line, exc.reason, str(exc), item)
+    yield from parse_dialogues(path, iter_json_array(path, parsed[0], rejects), rejects, limit)

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import difflib
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from fastapi.responses import PlainTextResponse
 
 from convssl.serve import db
 from convssl.serve.feedback import export_jsonl_lines
 from convssl.serve.routes.common import CurrentAgent, State, current_agent, public
-from convssl.serve.schemas import AgentReplyIn, LabelIn, ResolveIn, TakeIn, error_responses
+from convssl.serve.schemas import MAX_ID, AgentReplyIn, LabelIn, ResolveIn, TakeIn, error_responses
 
 router = APIRouter(prefix="/v1/agent", dependencies=[Depends(current_agent)],
                    responses=error_responses(400, 401, 404, 408, 413, 422, 503))
@@ -114,7 +114,7 @@ async def agent_reply(session_id: str, body: AgentReplyIn, s: State, agent: Curr
 
 
 @router.post("/messages/{message_id}/label")
-async def agent_label(message_id: int, body: LabelIn, s: State, agent: CurrentAgent) -> dict[str, Any]:
+async def agent_label(message_id: Annotated[int, Path(ge=0, le=MAX_ID)], body: LabelIn, s: State, agent: CurrentAgent) -> dict[str, Any]:
     msg = await s.store.read(lambda c: db.get_message(c, message_id))
     if msg is None or msg["role"] != "user":
         raise HTTPException(404, "no such user message")

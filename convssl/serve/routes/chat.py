@@ -8,7 +8,7 @@ import secrets
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Request
+from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from convssl.serve import db
@@ -16,11 +16,12 @@ from convssl.serve.batching import Overloaded
 from convssl.serve.events import session_stream
 from convssl.serve.policy import AGENT_NOTICE, QUEUED_NOTICE, SessionState
 from convssl.serve.routes.common import State, error, public
-from convssl.serve.schemas import SESSION_ID, ChatIn, ChatOut, FeedbackIn, error_responses
+from convssl.serve.schemas import MAX_ID, SESSION_ID, ChatIn, ChatOut, FeedbackIn, error_responses
 from convssl.serve.state import ServeState
 
 LOG = logging.getLogger("convssl.serve")
 RETRY_AFTER = {"Retry-After": "1"}
+After = Annotated[int, Query(ge=0, le=MAX_ID, description="only messages with a larger id")]
 router = APIRouter(responses=error_responses(400, 404, 408, 413, 422, 429, 503))
 
 
@@ -44,7 +45,7 @@ async def chat(body: ChatIn, request: Request, s: State) -> Any:
 
 
 @router.get("/v1/sessions/{session_id}/messages")
-async def session_messages(session_id: str, s: State, after: int = 0) -> dict[str, Any]:
+async def session_messages(session_id: str, s: State, after: After = 0) -> dict[str, Any]:
     row = await s.store.read(lambda c: db.get_session(c, session_id)) if SESSION_ID.match(session_id) else None
     if row is None:
         raise HTTPException(404, "no such conversation")
@@ -53,11 +54,11 @@ async def session_messages(session_id: str, s: State, after: int = 0) -> dict[st
 
 
 @router.get("/v1/sessions/{session_id}/events")
-async def session_events(session_id: str, request: Request, s: State, after: int = 0,
+async def session_events(session_id: str, request: Request, s: State, after: After = 0,
                          last_event_id: Annotated[str | None, Header()] = None) -> StreamingResponse:
     if not SESSION_ID.match(session_id) or await s.session_state(session_id) is None:
         raise HTTPException(404, "no such conversation")
-    if last_event_id and last_event_id.isdigit():
+    if last_event_id and last_event_id.isascii() and last_event_id.isdigit() and len(last_event_id) < 19:
         after = max(after, int(last_event_id))
 
     async def backlog(after_id: int) -> list[dict[str, Any]]:
