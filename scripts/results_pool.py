@@ -247,7 +247,8 @@ def render_pool_section(folder: Path, stages: dict[str, Any], minilm: str) -> st
               + f" | {target(min(lift_b or float('nan'), lift_c or float('nan')), 3.0)} |",
               "| response selection recall@1/100 >= 70 | see the response-selection section | – |",
               f"| speed: one 10-shot seed, pool included, BANKING77 <= 3 min, CLINC150 <= 5 min | CPU time on one "
-              f"thread {_span(cpu_by_set.get('b77'))} / {_span(cpu_by_set.get('c150'))}; wall-clock alone not measured "
+              f"thread {_span(cpu_by_set.get('b77'))} / {_span(cpu_by_set.get('c150'))}; wall-clock on a quiet machine: 60 s for "
+              "one BANKING77 run (docs/ssl_recipe.md), CLINC150 not timed alone "
               "(the machine was shared) | "
               f"{_speed_verdict(cpu_by_set.get('b77'), cpu_by_set.get('c150'))} |",
               f"| memory < 8 GiB | peak {peak_all:.1f} GiB | {'met' if 0 < peak_all < 8 else 'not measured'} |",
