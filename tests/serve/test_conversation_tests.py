@@ -123,3 +123,27 @@ def test_cli_against_a_running_server_passes(tmp_path, make_config):
                    "--fail-under", "1", "--fail-under-conversations", "1")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "turns: 4/4 right (100.0%); conversations: 1/1 fully right" in done.stdout
+
+
+def test_cli_typos_are_answered_after_spelling_repair(tmp_path, tiny_classifier, minilm_path, responses_file,
+                                                     onnx_cache):
+    import shutil
+
+    from convssl.downstream.intent_classifier import META_FILE, IntentClassifier
+    from tests.serve.conftest import serve_config
+
+    # the test classifier with a calibrated-style threshold, so that it rejects what it cannot read
+    calibrated = tmp_path / "calibrated"
+    shutil.copytree(tiny_classifier, calibrated)
+    meta = json.loads((calibrated / META_FILE).read_text(encoding="utf-8"))
+    (calibrated / META_FILE).write_text(json.dumps({**meta, "threshold": 0.5}), encoding="utf-8")
+    typos = ["how do I chnage my pni", "I lsot my crad"]
+    assert all(p.out_of_scope for p in IntentClassifier.load(calibrated).predict(typos))
+    path = write(tmp_path, "conversations:\n  - name: typos\n    turns:\n"
+                           f"      - user: {typos[0]}\n        expect: change_pin\n"
+                           f"      - user: {typos[1]}\n        expect: lost_or_stolen_card\n")
+    config = serve_config(tmp_path / "s.sqlite3", calibrated, minilm_path, responses_file, onnx_cache,
+                          repair_spelling="true", **{"batching.backend": "torch"})
+    with start_server(config) as server:
+        done = cli(str(path), "--url", server.url, "--out", str(tmp_path / "r"), "--fail-under", "1")
+    assert done.returncode == 0, done.stdout + done.stderr
