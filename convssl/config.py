@@ -14,6 +14,7 @@ import inspect
 import textwrap
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -283,17 +284,20 @@ def check_key(cls: type, key: str, where: str) -> None:
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
-                values: dict[str, Any] | None = None) -> T:
+                values: dict[str, Any] | None = None,
+                upgrade: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> T:
     """Defaults of `cls`, then the YAML file or preset (if any), then `key=value` overrides, then
     `values` (command-line options mapped to their keys, such as `--out` to `out`); later ones win.
 
-    An unknown key is blamed on where it was written: the file, or the command line."""
+    An unknown key is blamed on where it was written: the file, or the command line. `upgrade`
+    rewrites the file's mapping first (a run folder's config.yaml saved by an older version)."""
     data: dict[str, Any] = {}  # what is not given keeps the dataclass default, nested sections too
     where = cls.__name__
     if path is not None:
         path = resolve_config_path(path)
         where = str(path)
-        data = _merge(data, _read_mapping(path))
+        read = _read_mapping(path)
+        data = _merge(data, upgrade(read) if upgrade is not None else read)
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"{COMMAND_LINE}: {item!r} must look like key=value (e.g. seed=1)")
