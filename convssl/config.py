@@ -257,13 +257,14 @@ def resolve_config_path(path: str | Path) -> Path:
                       f"(presets: {', '.join(list_presets())})")
 
 
-def _read_mapping(path: Path) -> dict[str, Any]:
+def read_yaml_mapping(path: Path, error: type[Exception] = ConfigError) -> dict[str, Any]:
+    """The mapping at the top of a YAML file; `error` (one line naming the file) when it is not one."""
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        raise error(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(loaded, dict):
-        raise ConfigError(f"{path}: top level must be a mapping")
+        raise error(f"{path}: top level must be a mapping")
     return loaded
 
 
@@ -296,7 +297,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     if path is not None:
         path = resolve_config_path(path)
         where = str(path)
-        read = _read_mapping(path)
+        read = read_yaml_mapping(path)
         data = _merge(data, upgrade(read) if upgrade is not None else read)
     for item in overrides or []:
         if "=" not in item:
