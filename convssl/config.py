@@ -14,6 +14,7 @@ import inspect
 import textwrap
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -256,13 +257,14 @@ def resolve_config_path(path: str | Path) -> Path:
                       f"(presets: {', '.join(list_presets())})")
 
 
-def _read_mapping(path: Path) -> dict[str, Any]:
+def read_yaml_mapping(path: Path, error: type[Exception] = ConfigError) -> dict[str, Any]:
+    """The mapping at the top of a YAML file; `error` (one line naming the file) when it is not one."""
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        raise error(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(loaded, dict):
-        raise ConfigError(f"{path}: top level must be a mapping")
+        raise error(f"{path}: top level must be a mapping")
     return loaded
 
 
@@ -283,17 +285,20 @@ def check_key(cls: type, key: str, where: str) -> None:
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
-                values: dict[str, Any] | None = None) -> T:
+                values: dict[str, Any] | None = None,
+                upgrade: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> T:
     """Defaults of `cls`, then the YAML file or preset (if any), then `key=value` overrides, then
     `values` (command-line options mapped to their keys, such as `--out` to `out`); later ones win.
 
-    An unknown key is blamed on where it was written: the file, or the command line."""
+    An unknown key is blamed on where it was written: the file, or the command line. `upgrade`
+    rewrites the file's mapping first (a run folder's config.yaml saved by an older version)."""
     data: dict[str, Any] = {}  # what is not given keeps the dataclass default, nested sections too
     where = cls.__name__
     if path is not None:
         path = resolve_config_path(path)
         where = str(path)
-        data = _merge(data, _read_mapping(path))
+        read = read_yaml_mapping(path)
+        data = _merge(data, upgrade(read) if upgrade is not None else read)
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"{COMMAND_LINE}: {item!r} must look like key=value (e.g. seed=1)")

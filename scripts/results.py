@@ -207,7 +207,7 @@ def main() -> int:
             wanted.discard("table")
     if "table" in wanted:
         text = render(reports, seq.stages, quick=args.quick, minilm=minilm, out=out)
-        text += response_section(out, seq.stages, minilm)
+        text = with_target_row(text, response_target_row(out)) + response_section(out, seq.stages, minilm)
         args.doc.parent.mkdir(parents=True, exist_ok=True)
         args.doc.write_text(text, encoding="utf-8")
         print(f"wrote {args.doc}")
@@ -247,6 +247,38 @@ def response_selection_stages(seq: Sequence, wanted: set[str], out: Path, minilm
                         "--task", f"response:{heldout}", "--bf16", "--cache", str(out / "embedding-cache"),
                         "--out", str(out / "evaluate-response"),
                         f"response.max_pairs={1000 if quick else RESPONSE_PAIRS}"))
+
+
+def response_target_row(out: Path) -> str | None:
+    """The response-selection row of the targets table, when the dual encoder was evaluated."""
+    path = out / "evaluate-response" / "report.json"
+    if not path.exists():
+        return None
+    report = json.loads(path.read_text(encoding="utf-8"))
+    kinds = {r["name"]: r["kind"] for r in report["representations"]}
+    ours = next((r for r in report["rows"] if r["task_kind"] == "response" and kinds.get(r["model"]) == "model"), None)
+    if ours is None:
+        return None
+    shipped = next((r for r in report["rows"] if r["task_kind"] == "response" and kinds.get(r["model"]) == "baseline"),
+                   None)
+    value = 100 * ours["metrics"]["recall@1"]
+    verdict = "met" if value >= RESPONSE_TARGET else "**not met**"
+    against = f"; shipped MiniLM {100 * shipped['metrics']['recall@1']:.1f}" if shipped else ""
+    return (f"| response selection recall@1 of 100 on held-out dialogue files >= {RESPONSE_TARGET:.0f} | {value:.1f} "
+            f"(MiniLM + convssl response selection{against}) | {verdict} |")
+
+
+def with_target_row(text: str, row: str | None) -> str:
+    """`text` with `row` appended to the table under `## Targets` (unchanged without either)."""
+    lines = text.split("\n")
+    if row is None or "## Targets" not in lines:
+        return text
+    i = lines.index("## Targets") + 1
+    while i < len(lines) and not lines[i].startswith("|"):
+        i += 1
+    while i < len(lines) and lines[i].startswith("|"):
+        i += 1
+    return "\n".join([*lines[:i], row, *lines[i:]])
 
 
 def response_section(out: Path, stages: dict[str, Any], minilm: str) -> str:

@@ -27,6 +27,7 @@ def test_quick_results_sequence_writes_every_row_and_the_targets(tmp_path, share
     assert "## Targets" in text and "Quick run" in text
     assert "## Response selection" in text and "| MiniLM + convssl response selection" in text
     assert "| TF-IDF |" in text and "Target recall@1 >= 70 on held-out dialogue files" in text
+    assert "| response selection recall@1 of 100 on held-out dialogue files >= 70 |" in text  # the targets table
     stages = json.loads((out / "stages.json").read_text(encoding="utf-8"))
     assert set(stages) == {"data", "mini-ssl", "dapt-data", "dapt", "evaluate-minilm", "evaluate-minilm-clinc",
                            "evaluate-dapt", "evaluate-mini", "evaluate-mini-clinc", "response-data", "response",

@@ -38,10 +38,21 @@ def _load(args: argparse.Namespace):
     from convssl.config import load_config
     from convssl.train.config import PretrainConfig
 
-    config_path = args.config
+    config_path, upgrade = args.config, None
     if config_path is None and args.resume and args.out and (Path(args.out) / "config.yaml").exists():
-        config_path = str(Path(args.out) / "config.yaml")
-    return load_config(PretrainConfig, config_path, args.overrides, config_values(args))
+        config_path, upgrade = str(Path(args.out) / "config.yaml"), _saved_by_an_older_version
+    return load_config(PretrainConfig, config_path, args.overrides, config_values(args), upgrade=upgrade)
+
+
+def _saved_by_an_older_version(saved: dict) -> dict:
+    """A run's own config.yaml, as the current version reads it: older versions saved every
+    objective's settings, which a config given by hand may not hold."""
+    from convssl.pretext.base import without_foreign_settings
+
+    if isinstance(saved.get("objectives"), list):
+        objectives = [without_foreign_settings(o) if isinstance(o, dict) else o for o in saved["objectives"]]
+        saved = {**saved, "objectives": objectives}
+    return saved
 
 
 def run(args: argparse.Namespace) -> int:

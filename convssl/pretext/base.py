@@ -103,6 +103,18 @@ class ObjectiveConfig:
         return [*COMMON_SETTINGS, *own]
 
 
+def without_foreign_settings(objective: dict[str, Any]) -> dict[str, Any]:
+    """`objective` (a mapping, as read from YAML) without the settings of other objectives, in its
+    sub-objectives too: run folders saved before settings were checked per objective list every
+    setting in their config.yaml, and `--resume` must still continue them."""
+    own = _settings_of(str(objective.get("name", ObjectiveConfig.name)))
+    kept = dict(objective) if own is None else {k: v for k, v in objective.items()
+                                               if k in COMMON_SETTINGS or k in own}
+    if isinstance(kept.get("tasks"), list):
+        kept["tasks"] = [without_foreign_settings(t) if isinstance(t, dict) else t for t in kept["tasks"]]
+    return kept
+
+
 def _settings_of(name: str) -> tuple[str, ...] | None:
     _load_builtin()
     objective = _REGISTRY.get(name)

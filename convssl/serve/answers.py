@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from convssl.config import read_yaml_mapping
 
 _SLOT = re.compile(r"{(\w+)}")
 _SPACE_PUNCT = re.compile(r"\s+([.,!?;:])")
@@ -43,12 +43,7 @@ def load_templates(path: str | Path | None) -> Templates:
     path = package_relative(Path(path))
     if not path.exists():
         raise FileNotFoundError(f"responses file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ResponsesError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ResponsesError(f"{path}: top level must be a mapping")
+    data = read_yaml_mapping(path, ResponsesError)
     if "intents" in data:
         unknown = sorted(set(data) - {"intents", "defaults"})
         if unknown:

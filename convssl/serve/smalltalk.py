@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
+from convssl.config import read_yaml_mapping
 from convssl.serve.answers import ResponsesError, package_relative
 
 
@@ -46,11 +46,8 @@ def load_smalltalk(path: str | Path) -> SmallTalkSet:
     path = package_relative(Path(path))
     if not path.exists():
         raise FileNotFoundError(f"small-talk file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ResponsesError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("topics"), dict) or not data["topics"]:
+    data = read_yaml_mapping(path, ResponsesError)
+    if not isinstance(data.get("topics"), dict) or not data["topics"]:
         raise ResponsesError(f"{path}: expected a mapping with a non-empty 'topics' mapping")
     unknown = sorted(set(data) - {"topics", "negatives"})
     if unknown:

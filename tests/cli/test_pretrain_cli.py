@@ -74,3 +74,28 @@ def test_every_pretrain_preset_loads(tmp_path):
         config = load_config(PretrainConfig, name, [f"data={tmp_path}"])
         config.validate()
         assert config.objectives
+
+
+def test_resume_continues_a_run_saved_with_every_objective_setting(data_dir, tmp_path, capsys):
+    """Run folders saved before settings were checked per objective list all of them in config.yaml."""
+    import dataclasses
+
+    import yaml
+
+    from convssl.pretext.base import ObjectiveConfig
+
+    run = tmp_path / "run"
+    args = ["pretrain", "--config", "pretrain_tiny", "--data", str(data_dir), "--out", str(run)]
+    assert main([*args, *_overrides(data_dir, max_steps=6, checkpoint_every=6, eval_every=6)]) == 0
+    saved = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+    every = {f.name: getattr(ObjectiveConfig(), f.name) for f in dataclasses.fields(ObjectiveConfig)}
+    saved["objectives"] = [{**every, **saved["objectives"][0]}]
+    assert "view_drop" in saved["objectives"][0] and saved["objectives"][0]["name"] == "mlm"
+    (run / "config.yaml").write_text(yaml.safe_dump(saved), encoding="utf-8")
+    capsys.readouterr()
+    assert main(["pretrain", "--out", str(run), "--resume", "max_steps=9"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out[out.index("{"):])["steps"] == 9
+    # The same file given by hand is still refused: the setting belongs to another objective.
+    assert main([*args[:-2], "--out", str(tmp_path / "other"), "--config", str(run / "config.yaml")]) == 2
+    assert "view_drop" in capsys.readouterr().err
