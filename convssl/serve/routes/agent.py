@@ -77,11 +77,17 @@ async def agent_labels(s: State) -> dict[str, Any]:
     return {"labels": s.brain.labels, "new_intents": await s.store.read(db.confirmed_new_intents)}
 
 
-@router.post("/sessions/{session_id}/take")
-async def agent_take(session_id: str, body: TakeIn, s: State, agent: CurrentAgent) -> dict[str, Any]:
+async def _conversation(s: State, session_id: str):
+    """The conversation's live state; 404 when there is none."""
     state = await s.session_state(session_id)
     if state is None:
         raise HTTPException(404, "no such conversation")
+    return state
+
+
+@router.post("/sessions/{session_id}/take")
+async def agent_take(session_id: str, body: TakeIn, s: State, agent: CurrentAgent) -> dict[str, Any]:
+    state = await _conversation(s, session_id)
     who = agent.called(body.agent)
 
     def write(c):
@@ -96,9 +102,7 @@ async def agent_take(session_id: str, body: TakeIn, s: State, agent: CurrentAgen
 
 @router.post("/sessions/{session_id}/reply")
 async def agent_reply(session_id: str, body: AgentReplyIn, s: State, agent: CurrentAgent) -> dict[str, Any]:
-    state = await s.session_state(session_id)
-    if state is None:
-        raise HTTPException(404, "no such conversation")
+    state = await _conversation(s, session_id)
     who = agent.called(body.agent)
 
     def write(c):
@@ -130,9 +134,7 @@ async def agent_label(message_id: Annotated[int, Path(ge=0, le=MAX_ID)], body: L
 
 @router.post("/sessions/{session_id}/resolve")
 async def agent_resolve(session_id: str, body: ResolveIn, s: State, agent: CurrentAgent) -> dict[str, Any]:
-    state = await s.session_state(session_id)
-    if state is None:
-        raise HTTPException(404, "no such conversation")
+    state = await _conversation(s, session_id)
     who = agent.called(body.agent)
 
     def write(c):
