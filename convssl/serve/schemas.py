@@ -16,6 +16,14 @@ MAX_ID = 2**63 - 1
 RowId = Annotated[int, Field(ge=0, le=MAX_ID)]
 
 
+def cleaned_text(v: str) -> str:
+    """A message text as every model and the database see it; empty once cleaned is refused."""
+    v = clean_text(v)
+    if not v:
+        raise ValueError("text must not be empty (control and invisible characters do not count)")
+    return v
+
+
 class ChatIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     session_id: str | None = None
@@ -29,13 +37,7 @@ class ChatIn(BaseModel):
             raise ValueError("session_id must be 8-64 characters of letters, digits, '-' or '_'")
         return v
 
-    @field_validator("text")
-    @classmethod
-    def _text(cls, v: str) -> str:
-        v = clean_text(v)
-        if not v:
-            raise ValueError("text must not be empty (control and invisible characters do not count)")
-        return v
+    _text = field_validator("text")(cleaned_text)
 
 
 class ChatOut(BaseModel):
@@ -90,13 +92,7 @@ class AgentReplyIn(BaseModel):
     text: Annotated[str, Field(min_length=1, max_length=4000)]
     agent: AgentName | None = None
 
-    @field_validator("text")
-    @classmethod
-    def _text(cls, v: str) -> str:
-        v = clean_text(v)
-        if not v:
-            raise ValueError("text must not be empty")
-        return v
+    _text = field_validator("text")(cleaned_text)
 
 
 class TakeIn(BaseModel):
