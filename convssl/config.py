@@ -65,6 +65,15 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
+@functools.cache
+def section_doc(cls: type) -> str:
+    """The first paragraph of a section class's own docstring: what its settings are about."""
+    doc = cls.__dict__.get("__doc__") or ""
+    if doc.startswith(f"{cls.__name__}("):  # the signature dataclass writes when there is none
+        return ""
+    return " ".join(inspect.cleandoc(doc).split("\n\n")[0].split())
+
+
 def _type_name(annotation: Any) -> str:
     if typing.get_origin(annotation) is typing.Literal:
         return "|".join(str(a) for a in typing.get_args(annotation))
@@ -74,13 +83,15 @@ def _type_name(annotation: Any) -> str:
 
 
 def describe_fields(cls: type, prefix: str = "") -> list[tuple[str, str, Any, str]]:
-    """(dotted key, type, default, description) of every field, nested sections expanded."""
+    """(dotted key, type, default, description) of every field; a nested section is a row of type
+    "section", described by its field's docstring or else by its class's, and then its fields."""
     rows: list[tuple[str, str, Any, str]] = []
     defaults = cls()
     docs = field_docs(cls)
     for name, annotation in _field_types(cls).items():
         key = f"{prefix}{name}"
         if dataclasses.is_dataclass(annotation):
+            rows.append((key, "section", None, docs.get(name) or section_doc(annotation)))
             rows.extend(describe_fields(annotation, f"{key}."))
             continue
         default = getattr(defaults, name)

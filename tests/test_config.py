@@ -7,6 +7,10 @@ from convssl.config import ConfigError, config_help, field_docs, load_config, sa
 
 @dataclass
 class Optim:
+    """How the optimiser steps.
+
+    Only this first paragraph describes the section in `--help`."""
+
     lr: float = 1e-3
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
 
@@ -70,3 +74,4 @@ def test_field_descriptions_come_from_attribute_docstrings():
     text = config_help(Example)
     assert "  steps (int = 10)\n      Optimizer steps." in text
     assert "  optim.lr (float = 0.001)" in text
+    assert "  optim (section)\n      How the optimiser steps.\n  optim.lr" in text  # the class docstring, once

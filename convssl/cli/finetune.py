@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from convssl.cli import UserError
-from convssl.cli._config import add_config_options, config_values, printed_config
+from convssl.cli import UserError, require_given
+from convssl.cli._config import add_config_options, config_values
 from convssl.downstream.config import FinetuneConfig
 
 HELP = ("fine-tune an intent classifier (full, SetFit, or few-shot + an unlabeled pool) with an out-of-scope "
@@ -123,14 +123,6 @@ def build_config(args: argparse.Namespace) -> FinetuneRunConfig:
         values["method"] = "pool"  # a pool only means something to the pool recipe
     config = load_config(FinetuneRunConfig, args.config or DEFAULT_PRESET, args.overrides, values)
     config.validate()
-    if args.print_config:
-        return config  # printed as it is, without the checks a run needs
-    if not config.model:
-        raise UserError("no model given: pass --model MODEL (an HF folder, a pretrain run or a model package)")
-    if not config.data:
-        raise UserError("no labelled data given: pass --data PATH (e.g. ../shared/data/banking77)")
-    if not config.out:
-        raise UserError("no output folder given: pass --out DIR")
     return config
 
 
@@ -287,8 +279,9 @@ class _FileLog:
 # --------------------------------------------------------------------------- run
 def run(args: argparse.Namespace) -> int:
     config = build_config(args)
-    if printed_config(args, config):
-        return 0
+    require_given((config.model, "no model given: pass --model MODEL (an HF folder, a pretrain run or a model package)"),
+                  (config.data, "no labelled data given: pass --data PATH (e.g. ../shared/data/banking77)"),
+                  (config.out, "no output folder given: pass --out DIR"))
     out = Path(config.out)
     _check_out(out, args.overwrite)
     model = resolve_model(config.model)

@@ -18,6 +18,8 @@ CURATION_STAGES = ("normalize", "pii", "quality", "language", "exact_dedup", "ne
 
 @dataclass
 class InputsConfig:
+    """What to read and how strictly."""
+
     paths: list[str] = field(default_factory=list)
     """Files or folders; empty means the chitchat corpus from the `chitchat-dataset` package."""
     format: str | None = None
@@ -32,6 +34,8 @@ class InputsConfig:
 
 @dataclass
 class TextConfig:
+    """Text normalisation."""
+
     fix_unicode: bool = True
     """Repair mojibake and broken Unicode with ftfy."""
     form: str = "NFKC"
@@ -42,12 +46,16 @@ class TextConfig:
 
 @dataclass
 class PiiConfig:
+    """PII scrubbing."""
+
     types: list[str] = field(default_factory=lambda: list(PII_TYPES))
     """PII kinds replaced by placeholders such as [EMAIL] (URL, EMAIL, IBAN, CARD, SSN, IP, PHONE)."""
 
 
 @dataclass
 class DedupConfig:
+    """Exact and near-duplicate removal."""
+
     exact: bool = True
     """Drop dialogues whose normalised text repeats another's exactly."""
     near: bool = True
@@ -64,6 +72,8 @@ class DedupConfig:
 
 @dataclass
 class LanguageConfig:
+    """Language filter."""
+
     keep: list[str] = field(default_factory=lambda: ["en"])
     """Language codes to keep (py3langid); an empty list keeps every language."""
     min_confidence: float = 0.5
@@ -74,6 +84,8 @@ class LanguageConfig:
 
 @dataclass
 class SplitConfig:
+    """Train/validation/test split by dialogue."""
+
     train: float = DEFAULT_RATIOS["train"]
     """Shares of dialogues per split (by a hash of the id); 0 leaves a split out."""
     validation: float = DEFAULT_RATIOS["validation"]
@@ -90,6 +102,8 @@ class SplitConfig:
 
 @dataclass
 class TokenizerConfig:
+    """The tokenizer trained (or reused) for the shards."""
+
     enabled: bool = True
     """False skips the tokenizer and the shards (`--no-tokenize`)."""
     path: str | None = None
@@ -106,6 +120,8 @@ class TokenizerConfig:
 
 @dataclass
 class ShardConfig:
+    """Memory-mapped token shards."""
+
     shard_tokens: int = 8_000_000
     """Tokens per shard file; whole dialogues only, never split across shards."""
     batch_size: int = 2048
@@ -119,25 +135,16 @@ class ShardConfig:
 @dataclass
 class PrepareConfig:
     inputs: InputsConfig = field(default_factory=InputsConfig)
-    """What to read and how strictly."""
     stages: list[str] = field(default_factory=lambda: list(CURATION_STAGES))
     """Curation stages to run, in this order; remove one to skip it."""
     text: TextConfig = field(default_factory=TextConfig)
-    """Text normalisation."""
     pii: PiiConfig = field(default_factory=PiiConfig)
-    """PII scrubbing."""
     quality: QualityConfig = field(default_factory=QualityConfig)
-    """Quality filters on dialogue and turn length, spam and noise."""
     language: LanguageConfig = field(default_factory=LanguageConfig)
-    """Language filter."""
     dedup: DedupConfig = field(default_factory=DedupConfig)
-    """Exact and near-duplicate removal."""
     split: SplitConfig = field(default_factory=SplitConfig)
-    """Train/validation/test split by dialogue."""
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    """The tokenizer trained (or reused) for the shards."""
     shards: ShardConfig = field(default_factory=ShardConfig)
-    """Memory-mapped token shards."""
     plots: bool = True
     """Write the report's plots (DIR/plots/*.png)."""
 

@@ -134,6 +134,4 @@ class FinetuneConfig:
     k_shot: int = 0
     """Train on k examples per intent, drawn with the seed; 0 uses all."""
     setfit: SetFitConfig = field(default_factory=SetFitConfig)
-    """Settings of method setfit."""
     pool: PoolConfig = field(default_factory=PoolConfig)
-    """Settings of method pool."""

@@ -54,6 +54,8 @@ class OOSSettings:
 
 @dataclass
 class ResponseSettings:
+    """Response selection: rank the true next turn of each context among candidates of its batch."""
+
     context_turns: int = 3
     """context = the last k turns before the response, joined"""
     candidates: int = 100
@@ -64,6 +66,8 @@ class ResponseSettings:
 
 @dataclass
 class PerplexitySettings:
+    """Perplexity of causal language models on held-out dialogues, cut into windows."""
+
     max_length: int = 512
     """tokens per window"""
     max_dialogues: int = 500
@@ -105,13 +109,9 @@ class EvaluateConfig:
     max_test: int | None = None
     """Seeded, stratified subsample of validation and test for quick runs (--max-test)."""
     intent: IntentSettings = field(default_factory=IntentSettings)
-    """Intent classification settings."""
     oos: OOSSettings = field(default_factory=OOSSettings)
-    """Out-of-scope detection settings."""
     response: ResponseSettings = field(default_factory=ResponseSettings)
-    """Response selection settings."""
     perplexity: PerplexitySettings = field(default_factory=PerplexitySettings)
-    """Perplexity settings."""
     plots: bool = True
     """Write plots beside the report (--no-plots turns them off)."""
 

@@ -29,6 +29,8 @@ QUALITY_REASONS = (
 
 @dataclass
 class QualityConfig:
+    """Quality filters on dialogue and turn length, spam and noise."""
+
     min_turns: int = 2
     """Dialogues with fewer turns are dropped (too_few_turns)."""
     max_turns: int = 200
