@@ -16,7 +16,7 @@ import types
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
 
@@ -41,6 +41,55 @@ def did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
     """"; did you mean X?" for the closest choice, or "" when none is close."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f"; did you mean {close[0]}?" if close else ""
+
+
+# --------------------------------------------------------------------------- allowed ranges
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a number setting may take, written as in maths: "> 0", ">= 2", "[0, 1)", "(0, 1]".
+
+    Put it on the field's type (`max_pool: Annotated[int, Range(">= 2")] = 30000`, or one of the
+    aliases below): loading a config checks it with a one-line error naming the key, `--help`
+    prints it beside the type, and `check_ranges` checks a config built in code.
+    """
+
+    rule: str
+
+    def __post_init__(self) -> None:
+        self.holds(0)  # a malformed rule fails where it is written, at import
+
+    def holds(self, value: float) -> bool:
+        rule = self.rule.strip()
+        if rule[0] in "[(" and rule[-1] in "])":
+            low, high = (float(end) for end in rule[1:-1].split(","))
+            above = low <= value if rule[0] == "[" else low < value
+            return above and (value <= high if rule[-1] == "]" else value < high)
+        op, bound = rule.split()
+        compare = {">": float.__gt__, ">=": float.__ge__, "<": float.__lt__, "<=": float.__le__}[op]
+        return compare(float(value), float(bound))
+
+    def __str__(self) -> str:
+        return f"in {self.rule}" if self.rule[0] in "[(" else self.rule
+
+
+PositiveInt = Annotated[int, Range("> 0")]
+NonNegativeInt = Annotated[int, Range(">= 0")]
+PositiveFloat = Annotated[float, Range("> 0")]
+Fraction = Annotated[float, Range("[0, 1]")]
+
+
+def check_ranges(config: Any, prefix: str = "") -> None:
+    """Check the `Range` of every field of a config built in code (loading one checks them already)."""
+    for name, annotation in _field_types(type(config)).items():
+        value = getattr(config, name)
+        if dataclasses.is_dataclass(value):
+            check_ranges(value, f"{prefix}{name}.")
+        elif _has_range(annotation):
+            _coerce(value, annotation, f"{prefix}{name}")
+
+
+def _has_range(annotation: Any) -> bool:
+    return typing.get_origin(annotation) is Annotated or any(_has_range(a) for a in typing.get_args(annotation))
 
 
 # --------------------------------------------------------------------------- field descriptions
@@ -75,8 +124,17 @@ def section_doc(cls: type) -> str:
 
 
 def _type_name(annotation: Any) -> str:
-    if typing.get_origin(annotation) is typing.Literal:
-        return "|".join(str(a) for a in typing.get_args(annotation))
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Annotated:
+        return " ".join([_type_name(args[0]), *(str(a) for a in args[1:] if isinstance(a, Range))])
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if origin is list:
+        return f"list[{_type_name(args[0])}]"
+    if annotation is type(None):
+        return "None"
+    if origin is typing.Literal:
+        return "|".join(str(a) for a in args)
     if isinstance(annotation, type) and not typing.get_args(annotation):
         return annotation.__name__
     return str(annotation).replace("typing.", "").replace("NoneType", "None")
@@ -104,14 +162,14 @@ def config_help(cls: type) -> str:
     """The `--help` epilog of a verb: every config key with its type, default and description."""
     lines = ["config keys (set in a YAML file or as key=value on the command line):"]
     for key, type_name, default, doc in describe_fields(cls):
-        shown = "" if default in (None, "", [], {}) else f" = {default}"
+        shown = "" if default in (None, "", [], {}) else f", default {default}"
         lines.append(f"  {key} ({type_name}{shown})")
         lines.extend(textwrap.wrap(doc, width=92, initial_indent="      ", subsequent_indent="      "))
     return "\n".join(lines) + "\n"
 
 
 def _field_types(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)  # keeps each field's Range
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
@@ -120,6 +178,12 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if annotation is Any:
+        return value
+    if origin is Annotated:
+        value = _coerce(value, args[0], where)
+        for rule in args[1:]:
+            if isinstance(rule, Range) and not rule.holds(value):
+                raise ConfigError(f"{where}: must be {rule}, got {value!r}")
         return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -132,7 +196,9 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
                 return _coerce(value, arg, where)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(f"{where}: {value!r} fits none of {annotation}")
+        if len(errors) == 1:  # `X | None`: X's own words (a range, a type) say more
+            raise ConfigError(errors[0])
+        raise ConfigError(f"{where}: {value!r} fits none of {_type_name(annotation)}")
     if dataclasses.is_dataclass(annotation):
         if isinstance(value, annotation):
             return value
@@ -156,32 +222,42 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         if value not in args:
             raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
         return value
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in {"true", "false", "1", "0", "yes", "no", "on", "off"}:
-            return value.lower() in {"true", "1", "yes", "on"}
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
-    if annotation is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        try:
-            as_float = float(value)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{where}: expected an integer, got {value!r}") from exc
-        if not as_float.is_integer():
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return int(as_float)
-    if annotation is float:
-        try:
-            return float(value)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{where}: expected a number, got {value!r}") from exc
-    if annotation is str:
-        if isinstance(value, (dict, list)):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return str(value)
-    return value
+    scalar = _SCALARS.get(annotation)
+    return scalar(value, where) if scalar is not None else value
+
+
+def _as_bool(value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in {"true", "false", "1", "0", "yes", "no", "on", "off"}:
+        return value.lower() in {"true", "1", "yes", "on"}
+    raise ConfigError(f"{where}: expected true/false, got {value!r}")
+
+
+def _as_int(value: Any, where: str) -> int:
+    try:
+        number: float | None = float(value)
+    except (TypeError, ValueError):
+        number = None
+    if isinstance(value, bool) or number is None or not number.is_integer():  # true/false is no integer
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    return int(number)
+
+
+def _as_float(value: Any, where: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: expected a number, got {value!r}") from exc
+
+
+def _as_str(value: Any, where: str) -> str:
+    if isinstance(value, (dict, list)):
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return str(value)
+
+
+_SCALARS: dict[Any, Callable[[Any, str], Any]] = {bool: _as_bool, int: _as_int, float: _as_float, str: _as_str}
 
 
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:

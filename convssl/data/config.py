@@ -7,7 +7,9 @@ with the description written below it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated, Literal
 
+from convssl.config import Range, check_ranges
 from convssl.data.curate import PII_TYPES, QualityConfig
 from convssl.data.readers import FORMATS
 from convssl.data.readers._common import DEFAULT_MAX_LINE_BYTES
@@ -60,8 +62,8 @@ class DedupConfig:
     """Drop dialogues whose normalised text repeats another's exactly."""
     near: bool = True
     """Drop near duplicates found with MinHash LSH."""
-    threshold: float = 0.8
-    """Jaccard similarity of word n-grams above which two dialogues are near duplicates, in (0, 1]."""
+    threshold: Annotated[float, Range("(0, 1]")] = 0.8
+    """Jaccard similarity of word n-grams above which two dialogues are near duplicates."""
     num_perm: int = 128
     """MinHash permutations: more is more exact and slower."""
     ngram: int = 5
@@ -108,7 +110,7 @@ class TokenizerConfig:
     """False skips the tokenizer and the shards (`--no-tokenize`)."""
     path: str | None = None
     """Reuse this local tokenizer or model folder instead of training one."""
-    kind: str = "wordpiece"
+    kind: Literal["wordpiece", "bpe"] = "wordpiece"
     """wordpiece (BERT-style) or bpe (byte-level, GPT-2-style)."""
     vocab_size: int = 16000
     """Target vocabulary size, special tokens included."""
@@ -158,7 +160,4 @@ class PrepareConfig:
         unknown_pii = sorted({t.upper() for t in self.pii.types} - set(PII_TYPES))
         if unknown_pii:
             raise ValueError(f"pii.types: unknown type(s) {unknown_pii}; choose from {list(PII_TYPES)}")
-        if self.tokenizer.kind not in ("wordpiece", "bpe"):
-            raise ValueError(f"tokenizer.kind must be wordpiece or bpe, got {self.tokenizer.kind!r}")
-        if not 0.0 < self.dedup.threshold <= 1.0:
-            raise ValueError(f"dedup.threshold must be in (0, 1], got {self.dedup.threshold}")
+        check_ranges(self)  # each number's range is on its field

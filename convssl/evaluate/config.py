@@ -6,7 +6,9 @@ One dataclass so that a report can be reproduced exactly from the `config.yaml` 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from convssl.config import ConfigError, PositiveInt, Range, check_ranges
 
 INTENT_MODES = ("probe", "knn", "centroid", "kshot", "finetune", "setfit", "finetune_kshot")
 OOS_SCORES = ("max_softmax", "mahalanobis", "centroid_cosine")
@@ -24,11 +26,11 @@ class IntentSettings:
     """Iterations of the logistic-regression solver."""
     knn_k: int = 10
     """Neighbours of the kNN classifier."""
-    kshot: list[int] = field(default_factory=lambda: [1, 5, 10, 30])
+    kshot: list[PositiveInt] = field(default_factory=lambda: [1, 5, 10, 30])
     """Examples per class of the frozen k-shot probes."""
-    seeds: int = 3
+    seeds: PositiveInt = 3
     """k-shot repeats; each samples k examples per class with its own seed"""
-    few_shot: list[int] = field(default_factory=lambda: [5, 10])
+    few_shot: list[PositiveInt] = field(default_factory=lambda: [5, 10])
     """k of the few-shot modes that train the encoder (setfit, finetune_kshot): each is one training run per seed, on the same k-shot draws as the frozen `kshot` probes"""
     top_confusions: int = 10
     """Most confused intent pairs listed in the report."""
@@ -58,7 +60,7 @@ class ResponseSettings:
 
     context_turns: int = 3
     """context = the last k turns before the response, joined"""
-    candidates: int = 100
+    candidates: Annotated[int, Range(">= 2")] = 100
     """true response + (candidates - 1) others of the same batch"""
     max_pairs: int = 2000
     """pairs sampled (seeded) from the held-out dialogues; 0 = all"""
@@ -116,18 +118,10 @@ class EvaluateConfig:
     """Write plots beside the report (--no-plots turns them off)."""
 
     def validate(self) -> None:
-        from convssl.config import ConfigError
-
+        check_ranges(self)  # each number's range is on its field; a config built in code is checked here
         unknown = sorted(set(self.intent.modes) - set(INTENT_MODES))
         if unknown:
             raise ConfigError(f"intent.modes: unknown mode(s) {unknown}; known: {list(INTENT_MODES)}")
         unknown = sorted(set(self.oos.scores) - set(OOS_SCORES))
         if unknown:
             raise ConfigError(f"oos.scores: unknown score(s) {unknown}; known: {list(OOS_SCORES)}")
-        for name in ("kshot", "few_shot"):
-            if any(k < 1 for k in getattr(self.intent, name)):
-                raise ConfigError(f"intent.{name}: every k must be >= 1, got {getattr(self.intent, name)}")
-        if self.intent.seeds < 1:
-            raise ConfigError("intent.seeds must be >= 1")
-        if self.response.candidates < 2:
-            raise ConfigError("response.candidates must be >= 2")

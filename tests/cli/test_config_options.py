@@ -73,7 +73,7 @@ def test_print_config_masks_secrets(capsys):
 def test_a_bad_option_value_is_one_line_naming_the_key(capsys):
     assert main(["finetune", "--model", "m", "--data", "d", "--out", "o", "--k-shot", "-1"]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == "convssl finetune: error: k_shot: must be >= 0, got -1"
+    assert err.strip() == "convssl finetune: error: command line: k_shot: must be >= 0, got -1"
 
 
 def test_evaluate_checks_its_models_before_creating_the_output_folder(tmp_path, capsys):
