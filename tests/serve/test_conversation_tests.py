@@ -82,6 +82,27 @@ def test_shipped_banking77_conversations_cover_what_the_issue_lists(shared_data)
     assert not copied, copied
 
 
+def test_second_domain_conversations_and_answers_fit_clinc150(shared_data):
+    from convssl.config import preset_path
+    from convssl.serve.answers import load_templates
+
+    data = json.loads((shared_data / "clinc150" / "data_full.json").read_text(encoding="utf-8"))
+    labels = sorted({label for _, label in data["train"]})
+    conversations = load_conversations(preset_path("conversations/clinc150_travel"), labels)
+    assert len(conversations) >= 20
+    assert {"travel", "auto", "smalltalk", "out_of_domain", "human_request", "frustration", "typo",
+            "other_language"} <= {t for c in conversations for t in c.tags}
+    # every question the bot should answer is written for the tests, not one of CLINC150's
+    questions = {text.lower() for split in data.values() for text, _ in split}
+    copied = [s.text for c in conversations for s in c.steps
+              if s.role == "user" and s.expect.intent and s.text.lower() in questions]
+    assert not copied, copied
+    answers = load_templates("convssl/configs/responses/clinc150_travel.yaml").answers
+    assert set(answers) <= set(labels)
+    expected = {s.expect.intent for c in conversations for s in c.steps if s.role == "user" and s.expect.intent}
+    assert expected <= set(answers)  # every intent the tests expect has its written answer
+
+
 def cli(*args):
     return subprocess.run([sys.executable, "-m", "convssl", "conversations", "test", *args],
                           capture_output=True, text=True, timeout=600)
