@@ -50,7 +50,7 @@ class Range:
 
     Put it on the field's type (`max_pool: Annotated[int, Range(">= 2")] = 30000`, or one of the
     aliases below): loading a config checks it with a one-line error naming the key, `--help`
-    prints it beside the type, and `check_ranges` checks a config built in code.
+    prints it beside the type, and `check_values` checks a config built in code.
     """
 
     rule: str
@@ -78,18 +78,19 @@ PositiveFloat = Annotated[float, Range("> 0")]
 Fraction = Annotated[float, Range("[0, 1]")]
 
 
-def check_ranges(config: Any, prefix: str = "") -> None:
-    """Check the `Range` of every field of a config built in code (loading one checks them already)."""
+def check_values(config: Any, prefix: str = "") -> None:
+    """Check every field's `Range` and `Literal` choices in a config built in code (loading checks them)."""
     for name, annotation in _field_types(type(config)).items():
         value = getattr(config, name)
         if dataclasses.is_dataclass(value):
-            check_ranges(value, f"{prefix}{name}.")
-        elif _has_range(annotation):
+            check_values(value, f"{prefix}{name}.")
+        elif _is_checked(annotation):
             _coerce(value, annotation, f"{prefix}{name}")
 
 
-def _has_range(annotation: Any) -> bool:
-    return typing.get_origin(annotation) is Annotated or any(_has_range(a) for a in typing.get_args(annotation))
+def _is_checked(annotation: Any) -> bool:
+    return (typing.get_origin(annotation) in (Annotated, typing.Literal)
+            or any(_is_checked(a) for a in typing.get_args(annotation)))
 
 
 # --------------------------------------------------------------------------- field descriptions
@@ -220,7 +221,8 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         return {k: _coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
     if origin is typing.Literal:
         if value not in args:
-            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
+            hint = did_you_mean(value, args) if isinstance(value, str) else ""
+            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}{hint}")
         return value
     scalar = _SCALARS.get(annotation)
     return scalar(value, where) if scalar is not None else value

@@ -8,7 +8,7 @@ from convssl.config import (
     Fraction,
     PositiveInt,
     Range,
-    check_ranges,
+    check_values,
     config_help,
     field_docs,
     load_config,
@@ -118,11 +118,20 @@ def test_ranges_hold_at_their_edges_and_show_in_help_and_for_configs_built_in_co
     text = config_help(Ranged)
     assert "  epochs (int > 0, default 3)" in text and "  smoothing (float in [0, 1), default 0.1)" in text
     assert "  share (float in [0, 1] | None)" in text and "  shots (list[int > 0], default [1, 5])" in text
-    check_ranges(Ranged())
+    check_values(Ranged())
     with pytest.raises(ConfigError, match="^epochs: must be > 0, got -2$"):
-        check_ranges(Ranged(epochs=-2))
+        check_values(Ranged(epochs=-2))
 
 
 def test_a_malformed_range_fails_where_it_is_written():
     with pytest.raises((ValueError, KeyError)):
         Range("=> 1")
+
+
+def test_a_mistyped_choice_in_a_list_names_its_place_and_the_closest_choice(capsys):
+    from convssl.cli import main
+
+    assert main(["evaluate", "--model", "m", "--task", "intent:x", "--modes", "probe,knnn"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("convssl evaluate: error: command line: intent.modes[1]: 'knnn' is not one of [")
+    assert err.endswith("; did you mean knn?") and "\n" not in err

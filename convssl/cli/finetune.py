@@ -59,9 +59,9 @@ class FinetuneRunConfig(FinetuneConfig):
 
     def validate(self) -> None:
         """Fail before any model is loaded, with the key in the message."""
-        from convssl.config import check_ranges, require
+        from convssl.config import check_values, require
 
-        check_ranges(self)  # each number's range is on its field; a config built in code is checked here
+        check_values(self)  # ranges and choices are on the fields; a config built in code is checked here
         require([
             (not self.unlabeled or self.method == "pool",
              f"--unlabeled needs method: pool (--config finetune_pool), got method {self.method!r}"),

@@ -7,15 +7,16 @@ with the description written below it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
-from convssl.config import Range, check_ranges
+from convssl.config import Range, check_values
 from convssl.data.curate import PII_TYPES, QualityConfig
 from convssl.data.readers import FORMATS
 from convssl.data.readers._common import DEFAULT_MAX_LINE_BYTES
 from convssl.data.splits import DEFAULT_RATIOS, validate_ratios
 
-CURATION_STAGES = ("normalize", "pii", "quality", "language", "exact_dedup", "near_dedup")
+Stage = Literal["normalize", "pii", "quality", "language", "exact_dedup", "near_dedup"]
+CURATION_STAGES = get_args(Stage)
 
 
 @dataclass
@@ -137,7 +138,7 @@ class ShardConfig:
 @dataclass
 class PrepareConfig:
     inputs: InputsConfig = field(default_factory=InputsConfig)
-    stages: list[str] = field(default_factory=lambda: list(CURATION_STAGES))
+    stages: list[Stage] = field(default_factory=lambda: list(CURATION_STAGES))
     """Curation stages to run, in this order; remove one to skip it."""
     text: TextConfig = field(default_factory=TextConfig)
     pii: PiiConfig = field(default_factory=PiiConfig)
@@ -151,13 +152,10 @@ class PrepareConfig:
     """Write the report's plots (DIR/plots/*.png)."""
 
     def __post_init__(self) -> None:
-        unknown = [s for s in self.stages if s not in CURATION_STAGES]
-        if unknown:
-            raise ValueError(f"stages: unknown stage(s) {unknown}; choose from {list(CURATION_STAGES)}")
         if self.inputs.format is not None and self.inputs.format not in FORMATS:
             raise ValueError(f"inputs.format: {self.inputs.format!r} is not one of {list(FORMATS)}")
         validate_ratios(self.split.ratios)
         unknown_pii = sorted({t.upper() for t in self.pii.types} - set(PII_TYPES))
         if unknown_pii:
             raise ValueError(f"pii.types: unknown type(s) {unknown_pii}; choose from {list(PII_TYPES)}")
-        check_ranges(self)  # each number's range is on its field
+        check_values(self)  # ranges and choices are on the fields

@@ -6,19 +6,21 @@ One dataclass so that a report can be reproduced exactly from the `config.yaml` 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from convssl.config import ConfigError, PositiveInt, Range, check_ranges
+from convssl.config import PositiveInt, Range, check_values
 
-INTENT_MODES = ("probe", "knn", "centroid", "kshot", "finetune", "setfit", "finetune_kshot")
-OOS_SCORES = ("max_softmax", "mahalanobis", "centroid_cosine")
+IntentMode = Literal["probe", "knn", "centroid", "kshot", "finetune", "setfit", "finetune_kshot"]
+OOSScore = Literal["max_softmax", "mahalanobis", "centroid_cosine"]
+INTENT_MODES = get_args(IntentMode)
+OOS_SCORES = get_args(OOSScore)
 
 
 @dataclass
 class IntentSettings:
     """Intent classification on frozen embeddings (and optionally full fine-tuning)."""
 
-    modes: list[str] = field(default_factory=lambda: ["probe", "knn", "centroid", "kshot"])
+    modes: list[IntentMode] = field(default_factory=lambda: ["probe", "knn", "centroid", "kshot"])
     """Intent modes: probe, knn, centroid, kshot (frozen encoder); finetune, setfit, finetune_kshot (trained)."""
     C: float = 10.0
     """inverse L2 strength of the logistic-regression probe"""
@@ -42,7 +44,7 @@ class IntentSettings:
 class OOSSettings:
     """Out-of-scope detection: rejection scores and how their threshold is picked on validation data."""
 
-    scores: list[str] = field(default_factory=lambda: list(OOS_SCORES))
+    scores: list[OOSScore] = field(default_factory=lambda: list(OOS_SCORES))
     """Out-of-scope scores to compare (max_softmax, energy, mahalanobis, ...)."""
     oos_label: str = "oos"
     """The out-of-scope label of the data (CLINC150: oos)."""
@@ -118,10 +120,4 @@ class EvaluateConfig:
     """Write plots beside the report (--no-plots turns them off)."""
 
     def validate(self) -> None:
-        check_ranges(self)  # each number's range is on its field; a config built in code is checked here
-        unknown = sorted(set(self.intent.modes) - set(INTENT_MODES))
-        if unknown:
-            raise ConfigError(f"intent.modes: unknown mode(s) {unknown}; known: {list(INTENT_MODES)}")
-        unknown = sorted(set(self.oos.scores) - set(OOS_SCORES))
-        if unknown:
-            raise ConfigError(f"oos.scores: unknown score(s) {unknown}; known: {list(OOS_SCORES)}")
+        check_values(self)  # ranges and choices are on the fields; a config built in code is checked here

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from convssl.config import ConfigError, NonNegativeInt, PositiveFloat, PositiveInt, check_ranges, require
+from convssl.config import ConfigError, NonNegativeInt, PositiveFloat, PositiveInt, check_values, require
 from convssl.models.presets import ModelConfig, resolved_sizes
 from convssl.models.presets import validate as validate_model
 from convssl.pretext.base import ObjectiveConfig
@@ -97,7 +97,7 @@ class PretrainConfig:
 
     def validate(self) -> None:
         """Fail before any work with a message naming the field."""
-        check_ranges(self)  # each number's range is on its field; a config built in code is checked here
+        check_values(self)  # ranges and choices are on the fields; a config built in code is checked here
         require([
             (bool(self.data), "data: the prepared data folder is required (--data DIR or data=DIR)"),
             (len(self.betas) == 2, f"betas: needs two numbers, got {self.betas}"),

@@ -15,7 +15,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from convssl.config import Fraction, PositiveInt, check_ranges
+from convssl.config import Fraction, PositiveInt, check_values
 from convssl.data.dialogue import Dialogue
 
 QUALITY_REASONS = (
@@ -48,7 +48,7 @@ class QualityConfig:
     """The dialogue is dropped when more than this share of its turns is spam (or noise), and at least two turns are (unless the dialogue has only one)."""
 
     def __post_init__(self) -> None:
-        check_ranges(self, "quality.")
+        check_values(self, "quality.")
         if self.min_turns < 1 or self.max_turns < self.min_turns:
             raise ValueError(
                 f"quality: need 1 <= min_turns <= max_turns, got {self.min_turns} and {self.max_turns}"

@@ -55,8 +55,8 @@ class OnnxEncoder:
     # ~0.7 ms a call against ~0.053 ms a token, i.e. about 12 tokens.
     call_cost: ClassVar[float] = 12.0
 
-    session: Any
-    tokenizer: Any
+    session: Any = field(repr=False)  # an onnxruntime InferenceSession
+    tokenizer: Any = field(repr=False)
     pooling: str
     max_length: int
     dim: int
