@@ -60,6 +60,9 @@ class ObjectiveConfig:
     """mlm: mask all pieces of a word together."""
     context_turns: int = 3
     """nup, contrastive: turns of context before the reply."""
+    min_context_turns: int = 0
+    """contrastive: if >= 1, each example's context keeps a random number of turns between this and
+    `context_turns` (a bot that embeds only the user's last turn is then served too); 0: always `context_turns`."""
     max_length: int = 128
     """Tokens per row."""
     temperature: float = 0.05

@@ -148,3 +148,30 @@ def test_plain_text_contrastive_loss_falls(wp_tok, chats):
     obj = build_objective(ObjectiveConfig(name="contrastive", max_length=64, role_tokens=False), wp_tok)
     recalls = train_losses(obj, chats, steps=40, n_batches=2, lr=3e-3, metric="recall@1")
     assert mean(recalls[-8:]) > mean(recalls[:4]) + 0.2
+
+
+def test_min_context_turns_mixes_context_lengths(wp_tok, sgd):
+    """`min_context_turns: 1` with `context_turns: 3`: every context is the last 1, 2 or 3 turns before
+    its reply (plain text, so the tokens tell), and all three lengths occur; without it, always 3."""
+    def context_sizes(**settings) -> list[int]:
+        obj = build_objective(ObjectiveConfig(name="contrastive", context_turns=3, role_tokens=False,
+                                              max_length=512, **settings), wp_tok)
+        sizes = []
+        pairs = list(obj.pairs(iter(sgd[:8]), np.random.default_rng(0)))
+        expected = [(d, i) for d in sgd[:8] for i in range(1, len(d.turns)) if len(d.turns[i])]
+        for (context, _, _, _), (d, i) in zip(pairs, expected, strict=True):
+            sizes.append(next(k for k in (1, 2, 3) if i - k <= 0 or context.tolist()[1:-1] == [
+                t for j in range(i - k, i) for t in d.turns[j].tolist()]))
+            if i >= 3:  # a context shorter than 3 turns is the later part of the 3-turn one
+                full = [t for j in range(i - 3, i) for t in d.turns[j].tolist()]
+                assert full[len(full) - len(context) + 2:] == context.tolist()[1:-1]
+        return [s for s, (_, i) in zip(sizes, expected) if i >= 3]
+
+    assert set(context_sizes()) == {3}
+    assert set(context_sizes(min_context_turns=1)) == {1, 2, 3}
+
+
+def test_min_context_turns_out_of_range_is_refused(wp_tok):
+    for bad in (-1, 4):
+        with pytest.raises(ValueError, match=r"min_context_turns must be between 0 and context_turns \(3\)"):
+            build_objective(ObjectiveConfig(name="contrastive", context_turns=3, min_context_turns=bad), wp_tok)
