@@ -253,11 +253,14 @@ def response_selection_stages(seq: Sequence, wanted: set[str], out: Path, minilm
         for source in sgd_files(RESPONSE_HELDOUT_FILES):  # one folder, one task: the readers take SGD folders
             if not (heldout / source.name).exists():
                 shutil.copyfile(source, heldout / source.name)
-        seq.run("evaluate-response", out / "evaluate-response" / "report.json",
-                convssl("evaluate", "--model", str(top / "final"), "--model", str(run / "final"), "--baseline", minilm,
-                        "--task", f"response:{heldout}", "--bf16", "--cache", str(out / "embedding-cache"),
-                        "--out", str(out / "evaluate-response"),
-                        f"response.max_pairs={1000 if quick else RESPONSE_PAIRS}"))
+        # The same pairs with 3 turns of context and with the previous turn alone (the bot's
+        # response bank embeds the user's turn alone).
+        for name, turns in (("evaluate-response", 3), ("evaluate-response-1turn", 1)):
+            seq.run(name, out / name / "report.json",
+                    convssl("evaluate", "--model", str(top / "final"), "--model", str(run / "final"), "--baseline",
+                            minilm, "--task", f"response:{heldout}", "--bf16", "--cache", str(out / "embedding-cache"),
+                            "--out", str(out / name), f"response.max_pairs={1000 if quick else RESPONSE_PAIRS}",
+                            f"response.context_turns={turns}", *(["--no-random-baseline"] if turns == 1 else [])))
 
 
 def response_target_row(out: Path) -> str | None:
@@ -312,12 +315,17 @@ def response_section(out: Path, stages: dict[str, Any], minilm: str) -> str:
              "the evaluation seed, the last 3 turns as context, batches of 100 candidates; chance 1%). The held-out",
              "files are mostly services that training never saw (hotels, salons, doctors, dentists, homes; buses in",
              "part), so the number measures transfer to a new domain as well as the objective.", "",
-             "| model | recall@1 | recall@10 | MRR |", "|---|---|---|---|"]
+             "| model | recall@1 | recall@10 | MRR | recall@1, context = the previous turn only |", "|---|---|---|---|---|"]
+    one_turn_path = out / "evaluate-response-1turn" / "report.json"
+    one_turn = ({r["model"]: 100 * r["metrics"]["recall@1"] for r in
+                 json.loads(one_turn_path.read_text(encoding="utf-8"))["rows"] if r["task_kind"] == "response"}
+                if one_turn_path.exists() else {})
     for r in rows:
         m = r["metrics"]
+        last_turn = f"{one_turn[r['model']]:.1f}" if r["model"] in one_turn else "–"
         name = stage_names.get(r["model"]) or names.get(kinds.get(r["model"], ""), r["model"])
         lines.append(f"| {name} | {100 * m['recall@1']:.1f} "
-                     f"| {100 * m['recall@10']:.1f} | {m['mrr']:.3f} |")
+                     f"| {100 * m['recall@10']:.1f} | {m['mrr']:.3f} | {last_turn} |")
     ours = next((r for r in rows if kinds.get(r["model"]) == "model"), None)
     if ours is not None:
         value = 100 * ours["metrics"]["recall@1"]
@@ -326,7 +334,10 @@ def response_section(out: Path, stages: dict[str, Any], minilm: str) -> str:
                   f"68.3): {value:.1f}, {verdict}. Training, timed on this shared machine: "
                   + "; ".join(stage_time(out, folder, stage, stages, what) for folder, stage, what in (
                       ("minilm-response", "response", "all blocks, 64 pairs a step"),
-                      ("minilm-response-top", "response-top", "top 2 blocks, 128 pairs a step"))) + "."]
+                      ("minilm-response-top", "response-top", "top 2 blocks, 128 pairs a step"))) + ".",
+                  "", "Stage 2 trains on contexts of 1 to 3 turns (`min_context_turns: 1`) so that the bot's response bank,",
+                  "which embeds the user's turn alone, can use it; what that costs with 3-turn contexts, and the",
+                  "learning curve, are in docs/evaluation.md (response selection)."]
     return "\n".join(lines) + "\n"
 
 
