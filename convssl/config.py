@@ -16,7 +16,7 @@ import types
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
 
@@ -43,6 +43,56 @@ def did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
     return f"; did you mean {close[0]}?" if close else ""
 
 
+# --------------------------------------------------------------------------- allowed ranges
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a number setting may take, written as in maths: "> 0", ">= 2", "[0, 1)", "(0, 1]".
+
+    Put it on the field's type (`max_pool: Annotated[int, Range(">= 2")] = 30000`, or one of the
+    aliases below): loading a config checks it with a one-line error naming the key, `--help`
+    prints it beside the type, and `check_values` checks a config built in code.
+    """
+
+    rule: str
+
+    def __post_init__(self) -> None:
+        self.holds(0)  # a malformed rule fails where it is written, at import
+
+    def holds(self, value: float) -> bool:
+        rule = self.rule.strip()
+        if rule[0] in "[(" and rule[-1] in "])":
+            low, high = (float(end) for end in rule[1:-1].split(","))
+            above = low <= value if rule[0] == "[" else low < value
+            return above and (value <= high if rule[-1] == "]" else value < high)
+        op, bound = rule.split()
+        compare = {">": float.__gt__, ">=": float.__ge__, "<": float.__lt__, "<=": float.__le__}[op]
+        return compare(float(value), float(bound))
+
+    def __str__(self) -> str:
+        return f"in {self.rule}" if self.rule[0] in "[(" else self.rule
+
+
+PositiveInt = Annotated[int, Range("> 0")]
+NonNegativeInt = Annotated[int, Range(">= 0")]
+PositiveFloat = Annotated[float, Range("> 0")]
+Fraction = Annotated[float, Range("[0, 1]")]
+
+
+def check_values(config: Any, prefix: str = "") -> None:
+    """Check every field's `Range` and `Literal` choices in a config built in code (loading checks them)."""
+    for name, annotation in _field_types(type(config)).items():
+        value = getattr(config, name)
+        if dataclasses.is_dataclass(value):
+            check_values(value, f"{prefix}{name}.")
+        elif _is_checked(annotation):
+            _coerce(value, annotation, f"{prefix}{name}")
+
+
+def _is_checked(annotation: Any) -> bool:
+    return (typing.get_origin(annotation) in (Annotated, typing.Literal)
+            or any(_is_checked(a) for a in typing.get_args(annotation)))
+
+
 # --------------------------------------------------------------------------- field descriptions
 @functools.cache
 def field_docs(cls: type) -> dict[str, str]:
@@ -65,22 +115,42 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
+@functools.cache
+def section_doc(cls: type) -> str:
+    """The first paragraph of a section class's own docstring: what its settings are about."""
+    doc = cls.__dict__.get("__doc__") or ""
+    if doc.startswith(f"{cls.__name__}("):  # the signature dataclass writes when there is none
+        return ""
+    return " ".join(inspect.cleandoc(doc).split("\n\n")[0].split())
+
+
 def _type_name(annotation: Any) -> str:
-    if typing.get_origin(annotation) is typing.Literal:
-        return "|".join(str(a) for a in typing.get_args(annotation))
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Annotated:
+        return " ".join([_type_name(args[0]), *(str(a) for a in args[1:] if isinstance(a, Range))])
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if origin is list:
+        return f"list[{_type_name(args[0])}]"
+    if annotation is type(None):
+        return "None"
+    if origin is typing.Literal:
+        return "|".join(str(a) for a in args)
     if isinstance(annotation, type) and not typing.get_args(annotation):
         return annotation.__name__
     return str(annotation).replace("typing.", "").replace("NoneType", "None")
 
 
 def describe_fields(cls: type, prefix: str = "") -> list[tuple[str, str, Any, str]]:
-    """(dotted key, type, default, description) of every field, nested sections expanded."""
+    """(dotted key, type, default, description) of every field; a nested section is a row of type
+    "section", described by its field's docstring or else by its class's, and then its fields."""
     rows: list[tuple[str, str, Any, str]] = []
     defaults = cls()
     docs = field_docs(cls)
     for name, annotation in _field_types(cls).items():
         key = f"{prefix}{name}"
         if dataclasses.is_dataclass(annotation):
+            rows.append((key, "section", None, docs.get(name) or section_doc(annotation)))
             rows.extend(describe_fields(annotation, f"{key}."))
             continue
         default = getattr(defaults, name)
@@ -93,14 +163,14 @@ def config_help(cls: type) -> str:
     """The `--help` epilog of a verb: every config key with its type, default and description."""
     lines = ["config keys (set in a YAML file or as key=value on the command line):"]
     for key, type_name, default, doc in describe_fields(cls):
-        shown = "" if default in (None, "", [], {}) else f" = {default}"
+        shown = "" if default in (None, "", [], {}) else f", default {default}"
         lines.append(f"  {key} ({type_name}{shown})")
         lines.extend(textwrap.wrap(doc, width=92, initial_indent="      ", subsequent_indent="      "))
     return "\n".join(lines) + "\n"
 
 
 def _field_types(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)  # keeps each field's Range
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
@@ -109,6 +179,12 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if annotation is Any:
+        return value
+    if origin is Annotated:
+        value = _coerce(value, args[0], where)
+        for rule in args[1:]:
+            if isinstance(rule, Range) and not rule.holds(value):
+                raise ConfigError(f"{where}: must be {rule}, got {value!r}")
         return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -121,7 +197,9 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
                 return _coerce(value, arg, where)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(f"{where}: {value!r} fits none of {annotation}")
+        if len(errors) == 1:  # `X | None`: X's own words (a range, a type) say more
+            raise ConfigError(errors[0])
+        raise ConfigError(f"{where}: {value!r} fits none of {_type_name(annotation)}")
     if dataclasses.is_dataclass(annotation):
         if isinstance(value, annotation):
             return value
@@ -143,34 +221,45 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         return {k: _coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
     if origin is typing.Literal:
         if value not in args:
-            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
+            hint = did_you_mean(value, args) if isinstance(value, str) else ""
+            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}{hint}")
         return value
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in {"true", "false", "1", "0", "yes", "no", "on", "off"}:
-            return value.lower() in {"true", "1", "yes", "on"}
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
-    if annotation is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        try:
-            as_float = float(value)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{where}: expected an integer, got {value!r}") from exc
-        if not as_float.is_integer():
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return int(as_float)
-    if annotation is float:
-        try:
-            return float(value)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{where}: expected a number, got {value!r}") from exc
-    if annotation is str:
-        if isinstance(value, (dict, list)):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return str(value)
-    return value
+    scalar = _SCALARS.get(annotation)
+    return scalar(value, where) if scalar is not None else value
+
+
+def _as_bool(value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in {"true", "false", "1", "0", "yes", "no", "on", "off"}:
+        return value.lower() in {"true", "1", "yes", "on"}
+    raise ConfigError(f"{where}: expected true/false, got {value!r}")
+
+
+def _as_int(value: Any, where: str) -> int:
+    try:
+        number: float | None = float(value)
+    except (TypeError, ValueError):
+        number = None
+    if isinstance(value, bool) or number is None or not number.is_integer():  # true/false is no integer
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    return int(number)
+
+
+def _as_float(value: Any, where: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: expected a number, got {value!r}") from exc
+
+
+def _as_str(value: Any, where: str) -> str:
+    if isinstance(value, (dict, list)):
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return str(value)
+
+
+_SCALARS: dict[Any, Callable[[Any, str], Any]] = {bool: _as_bool, int: _as_int, float: _as_float, str: _as_str}
 
 
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:

@@ -4,7 +4,8 @@
 
 Rebuilds the classifier's validation split from its `config.yaml` (the same carve as `convssl
 finetune`), then prints the clarifying-question margin with the best validation utility and the
-small-talk / frustration thresholds that at most 0.5% of the validation questions reach
+small-talk / frustration thresholds that at most 0.5% of the validation questions reach, and the
+rephrase threshold that at most 5% of pairs of validation questions with different intents reach
 (convssl/serve/policy_calibration.py). The conversation tests are never used here.
 """
 
@@ -35,7 +36,11 @@ def main() -> None:
     from convssl.serve.answers import load_templates
     from convssl.serve.config import ServeConfig
     from convssl.serve.detectors import frustration_detector
-    from convssl.serve.policy_calibration import choose_clarify_margin, false_alarm_threshold
+    from convssl.serve.policy_calibration import (
+        choose_clarify_margin,
+        false_alarm_threshold,
+        rephrase_threshold,
+    )
     from convssl.serve.smalltalk import SmallTalk, load_smalltalk
 
     torch.set_num_threads(1)
@@ -65,7 +70,8 @@ def main() -> None:
            "understood": float(understood.mean()), "accuracy_of_understood": float((probs.argmax(1) == labels)[understood].mean()),
            "clarify_margin": margin, "clarify_pair_threshold": pair_floor, "utility_at_margin": utilities[margin], "utility_without_clarifying": utilities[0.0],
            "frustration_threshold": false_alarm_threshold(frustration, args.rate),
-           "frustration_score_quantile": float(np.quantile(frustration, 1 - args.rate))}
+           "frustration_score_quantile": float(np.quantile(frustration, 1 - args.rate)),
+           "rephrase_threshold": rephrase_threshold(emb, labels)}
     if serve.smalltalk.file:
         talk = SmallTalk(load_smalltalk(serve.smalltalk.file), encoder)
         chat = np.array([s for _, s in talk.match(emb)])

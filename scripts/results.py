@@ -14,8 +14,9 @@ its output already exists (so an interrupted run continues where it stopped):
    probes at 5-shot, 10-shot and full data, SetFit at 5 and 10 shots, full fine-tuning with an
    out-of-scope threshold calibrated on CLINC150's validation split;
 5. the response-selection dual encoder: `convssl prepare` SGD files 001-025 with the MiniLM's
-   tokenizer, `convssl pretrain --config pretrain_minilm_response` on them, and `convssl evaluate`
-   it on the never-seen files 026-030 beside the shipped MiniLM, TF-IDF and a random-init copy;
+   tokenizer, `convssl pretrain --config pretrain_minilm_response` on them (all blocks), then
+   `--config pretrain_minilm_response_top` (the top 2 blocks, larger batches), and `convssl
+   evaluate` it on the never-seen files 026-030 beside the shipped MiniLM, TF-IDF and a random-init copy;
 6. write docs/results.md (tables, published anchors, protocol, wall-clock time per row).
 
     python scripts/results.py                       # everything: hours on 2 cores (docs/results.md says how many)
@@ -42,7 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_pool import POOL_STAGES, run_pool_stages  # noqa: E402  (the script's sibling module)
 
 STAGES = ("data", "mini-ssl", "dapt-data", "dapt", "evaluate-minilm", "evaluate-minilm-clinc", "evaluate-dapt",
-          "evaluate-mini", "evaluate-mini-clinc", "response-data", "response", "evaluate-response", "table",
+          "evaluate-mini", "evaluate-mini-clinc", "response-data", "response", "response-top", "evaluate-response",
+          "table",
           *POOL_STAGES)
 
 # Published numbers the table is read against (accuracy %, test split of each set).
@@ -95,14 +97,14 @@ class Sequence:
         self.log_path.write_text(json.dumps(self.stages, indent=2))
 
     def pretrain(self, name: str, preset: str, data: Path, run: Path, steps: int, warmup_share: int,
-                 evals: int) -> None:
+                 evals: int, overrides: tuple[str, ...] = ()) -> None:
         """`convssl pretrain` for `steps`, warming up over 1/`warmup_share` of them, evaluating and
-        checkpointing `evals` times."""
+        checkpointing `evals` times; `overrides`: further KEY=VALUE settings."""
         every = max(10, steps // evals)
         self.run(name, run / "final" / "config.json",
                  convssl("pretrain", "--config", preset, "--data", str(data), "--out", str(run), f"max_steps={steps}",
                          f"warmup_steps={max(1, steps // warmup_share)}", f"eval_every={every}",
-                         f"checkpoint_every={every}"),
+                         f"checkpoint_every={every}", *overrides),
                  run_dir=run)
 
 
@@ -140,7 +142,9 @@ def main() -> int:
     parser.add_argument("--mini-steps", type=int, default=2000, help="pretraining steps of the mini BERT")
     parser.add_argument("--dapt-steps", type=int, default=600, help="domain-adaptive steps of the MiniLM")
     parser.add_argument("--response-steps", type=int, default=RESPONSE_STEPS,
-                        help="steps of the response-selection dual encoder")
+                        help="steps of the response-selection dual encoder, stage 1 (all blocks)")
+    parser.add_argument("--response-top-steps", type=int, default=RESPONSE_TOP_STEPS,
+                        help="steps of the response-selection dual encoder, stage 2 (top blocks)")
     parser.add_argument("--finetune-epochs", type=int, default=4, help="full fine-tuning epochs (early-stopped)")
     args = parser.parse_args()
     out = args.out.resolve()
@@ -197,7 +201,8 @@ def main() -> int:
             folder = out / name
             seq.run(name, folder / "report.json",
                     convssl("evaluate", *flags, *common, "--out", str(folder), *overrides))
-    response_selection_stages(seq, wanted, out, minilm, 20 if args.quick else args.response_steps, args.quick)
+    response_steps = (20, 10) if args.quick else (args.response_steps, args.response_top_steps)
+    response_selection_stages(seq, wanted, out, minilm, response_steps, args.quick)
     run_pool_stages(seq, wanted - {"pool-table"}, out, args.doc, args.quick)
     if "table" in wanted:
         reports = {name: json.loads((out / name / "report.json").read_text(encoding="utf-8"))
@@ -218,7 +223,8 @@ def main() -> int:
 # --------------------------------------------------------------------------- response selection
 # SGD train files by number: the dual encoder trains on the first 25, is scored on the last 5.
 RESPONSE_TRAIN_FILES, RESPONSE_HELDOUT_FILES = range(1, 26), range(26, 31)
-RESPONSE_STEPS = 500
+RESPONSE_STEPS = 500  # stage 1: all blocks, 64 pairs a step
+RESPONSE_TOP_STEPS = 300  # stage 2: the top 2 blocks, 128 pairs a step
 RESPONSE_PAIRS = 3000  # a seeded sample of the 9,833 held-out pairs: 30 batches of 100
 RESPONSE_TARGET = 70.0  # recall@1 of 100 on held-out dialogue files (ConveRT on Reddit: 68.3)
 
@@ -227,23 +233,28 @@ def sgd_files(numbers: range) -> list[Path]:
     return [SHARED / "sgd" / "train" / f"dialogues_{n:03d}.json" for n in numbers]
 
 
-def response_selection_stages(seq: Sequence, wanted: set[str], out: Path, minilm: str, steps: int,
+def response_selection_stages(seq: Sequence, wanted: set[str], out: Path, minilm: str, steps: tuple[int, int],
                               quick: bool) -> None:
-    """Train the dual encoder on SGD files 001-025, score it on 026-030 (never seen in training)."""
+    """Train the dual encoder on SGD files 001-025 in two stages (`steps` each), score it on
+    026-030 (never seen in training)."""
     data, run, heldout = out / "data-response", out / "minilm-response", out / "sgd-heldout"
+    top = out / "minilm-response-top"
     if "response-data" in wanted:
         seq.run("response-data", data / "shards" / "manifest.json",
                 convssl("prepare", *map(str, sgd_files(RESPONSE_TRAIN_FILES)), "--out", str(data),
                         "--tokenizer", minilm, *(["inputs.limit=300"] if quick else [])))
     if "response" in wanted:
-        seq.pretrain("response", "pretrain_minilm_response", data, run, steps, warmup_share=25, evals=5)
+        seq.pretrain("response", "pretrain_minilm_response", data, run, steps[0], warmup_share=25, evals=5)
+    if "response-top" in wanted:
+        seq.pretrain("response-top", "pretrain_minilm_response_top", data, top, steps[1], warmup_share=30, evals=6,
+                     overrides=(f"model.init_from={run}",))
     if "evaluate-response" in wanted:
         heldout.mkdir(parents=True, exist_ok=True)
         for source in sgd_files(RESPONSE_HELDOUT_FILES):  # one folder, one task: the readers take SGD folders
             if not (heldout / source.name).exists():
                 shutil.copyfile(source, heldout / source.name)
         seq.run("evaluate-response", out / "evaluate-response" / "report.json",
-                convssl("evaluate", "--model", str(run / "final"), "--baseline", minilm,
+                convssl("evaluate", "--model", str(top / "final"), "--model", str(run / "final"), "--baseline", minilm,
                         "--task", f"response:{heldout}", "--bf16", "--cache", str(out / "embedding-cache"),
                         "--out", str(out / "evaluate-response"),
                         f"response.max_pairs={1000 if quick else RESPONSE_PAIRS}"))
@@ -265,7 +276,7 @@ def response_target_row(out: Path) -> str | None:
     verdict = "met" if value >= RESPONSE_TARGET else "**not met**"
     against = f"; shipped MiniLM {100 * shipped['metrics']['recall@1']:.1f}" if shipped else ""
     return (f"| response selection recall@1 of 100 on held-out dialogue files >= {RESPONSE_TARGET:.0f} | {value:.1f} "
-            f"(MiniLM + convssl response selection{against}) | {verdict} |")
+            f"(MiniLM + convssl response selection, both stages{against}) | {verdict} |")
 
 
 def with_target_row(text: str, row: str | None) -> str:
@@ -287,9 +298,12 @@ def response_section(out: Path, stages: dict[str, Any], minilm: str) -> str:
     if not path.exists():
         return ""
     report = json.loads(path.read_text(encoding="utf-8"))
-    names = {"model": "MiniLM + convssl response selection (`pretrain_minilm_response`)",
-             "baseline": MINILM, "tfidf": "TF-IDF", "random-init": "MiniLM architecture, randomly initialised"}
+    names = {"baseline": MINILM, "tfidf": "TF-IDF", "random-init": "MiniLM architecture, randomly initialised"}
     kinds = {r["name"]: r["kind"] for r in report["representations"]}
+    # The two stages by run folder: the model of `--model RUN/final` is named after RUN.
+    stage_names = {"minilm-response-top": "MiniLM + convssl response selection, both stages "
+                                          "(`pretrain_minilm_response` + `_top`)",
+                   "minilm-response": "MiniLM + convssl response selection, stage 1 only (`pretrain_minilm_response`)"}
     rows = [r for r in report["rows"] if r["task_kind"] == "response"]
     pairs = rows[0]["metrics"]["pairs"] if rows else 0
     lines = ["", "## Response selection: pick the true next turn among 100", "",
@@ -299,19 +313,28 @@ def response_section(out: Path, stages: dict[str, Any], minilm: str) -> str:
              "| model | recall@1 | recall@10 | MRR |", "|---|---|---|---|"]
     for r in rows:
         m = r["metrics"]
-        lines.append(f"| {names.get(kinds.get(r['model'], ''), r['model'])} | {100 * m['recall@1']:.1f} "
+        name = stage_names.get(r["model"]) or names.get(kinds.get(r["model"], ""), r["model"])
+        lines.append(f"| {name} | {100 * m['recall@1']:.1f} "
                      f"| {100 * m['recall@10']:.1f} | {m['mrr']:.3f} |")
     ours = next((r for r in rows if kinds.get(r["model"]) == "model"), None)
     if ours is not None:
         value = 100 * ours["metrics"]["recall@1"]
         verdict = "met" if value >= RESPONSE_TARGET else "**not met**"
-        summary_path = out / "minilm-response" / "summary.json"
-        summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.exists() else {}
-        trained = summary.get("elapsed_s", stages.get("response", {}).get("seconds", 0.0))  # the run's own clock
         lines += ["", f"Target recall@1 >= {RESPONSE_TARGET:.0f} on held-out dialogue files (ConveRT on Reddit: "
-                  f"68.3): {value:.1f}, {verdict}. Training: {summary.get('steps', '?')} steps of 64 pairs in "
-                  f"{trained / 60:.0f} min on this machine."]
+                  f"68.3): {value:.1f}, {verdict}. Training, timed on this shared machine: "
+                  + "; ".join(stage_time(out, folder, stage, stages, what) for folder, stage, what in (
+                      ("minilm-response", "response", "all blocks, 64 pairs a step"),
+                      ("minilm-response-top", "response-top", "top 2 blocks, 128 pairs a step"))) + "."]
     return "\n".join(lines) + "\n"
+
+
+def stage_time(out: Path, folder: str, stage: str, stages: dict[str, Any], what: str) -> str:
+    """"stage 1: N steps (what) in M min" from the run's own clock (a resumed run's too)."""
+    summary_path = out / folder / "summary.json"
+    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.exists() else {}
+    trained = summary.get("elapsed_s", stages.get(stage, {}).get("seconds", 0.0))
+    label = "stage 2" if stage.endswith("top") else "stage 1"
+    return f"{label}: {summary.get('steps', '?')} steps ({what}) in {trained / 60:.0f} min"
 
 
 # --------------------------------------------------------------------------- the tables

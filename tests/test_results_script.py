@@ -31,8 +31,8 @@ def test_quick_results_sequence_writes_every_row_and_the_targets(tmp_path, share
     stages = json.loads((out / "stages.json").read_text(encoding="utf-8"))
     assert set(stages) == {"data", "mini-ssl", "dapt-data", "dapt", "evaluate-minilm", "evaluate-minilm-clinc",
                            "evaluate-dapt", "evaluate-mini", "evaluate-mini-clinc", "response-data", "response",
-                           "evaluate-response"}
+                           "response-top", "evaluate-response"}
     # a second run finds every stage done and only re-renders
     again = subprocess.run([sys.executable, str(REPO / "scripts" / "results.py"), "--quick", "--out", str(out),
                             "--doc", str(doc)], check=True, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert again.stdout.count("done already") == 12
+    assert again.stdout.count("done already") == 13

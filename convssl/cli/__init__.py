@@ -1,6 +1,7 @@
 """`convssl` command line: one module per verb in this package.
 
-A verb module defines `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`.
+A verb module defines `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`; a verb
+with a config also defines `build_config(args)`, which `--print-config` prints instead of running.
 Verbs are discovered from the module names, so adding a verb is adding one file.
 """
 
@@ -21,6 +22,13 @@ VERB_ORDER = ["prepare", "tokenizer", "pretrain", "evaluate", "finetune", "serve
 
 class UserError(Exception):
     """An error caused by the user's input: printed as one clear line, no traceback."""
+
+
+def require_given(*rules: tuple[object, str]) -> None:
+    """Raise a UserError with the message of the first required input that was not given (empty)."""
+    for value, message in rules:
+        if not value:
+            raise UserError(message)
 
 
 def _verb_modules() -> dict[str, ModuleType]:
@@ -46,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
             add_tracking_arguments(verb_parser)
         elif name == "serve":
             add_tracking_uri_argument(verb_parser)
-        verb_parser.set_defaults(_run=module.run)
+        verb_parser.set_defaults(_run=module.run, _build_config=getattr(module, "build_config", None))
     return parser
 
 
@@ -78,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         resolve_model_references(args)
+        if getattr(args, "print_config", False):  # prints what a run would use, runs and tracks nothing
+            from convssl.cli._config import print_config
+
+            print_config(args._build_config(args))
+            return 0
         return tracked(args.verb, args, argv, args._run)
     except UserError as exc:
         print(f"convssl {args.verb}: error: {exc}", file=sys.stderr)

@@ -56,14 +56,6 @@ def config_values(args: argparse.Namespace) -> dict[str, Any]:
             if dest.startswith(PREFIX) and value is not None}
 
 
-def printed_config(args: argparse.Namespace, config: Any) -> bool:
-    """With `--print-config`: print the resolved config and say so (the verb then stops)."""
-    if getattr(args, "print_config", False):
-        print_config(config)
-        return True
-    return False
-
-
 def print_config(config: Any) -> None:
     """The resolved config as YAML, secrets (keys named like a token or password) masked."""
     from convssl.config import to_dict

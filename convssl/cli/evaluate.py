@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from convssl.cli._config import add_config_options, config_values, printed_config
+from convssl.cli._config import add_config_options, config_values
 
 HELP = "evaluate models beside TF-IDF and random-init baselines (intent, OOS, response selection, perplexity)"
 
@@ -55,18 +55,14 @@ def build_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from convssl.cli import UserError
+    from convssl.cli import UserError, require_given
     from convssl.evaluate.runner import evaluate
     from convssl.evaluate.tasks import TaskError
     from convssl.models.reference import ModelFolderError
 
     config = build_config(args)
-    if printed_config(args, config):
-        return 0
-    if not config.models:
-        raise UserError("no model given: pass --model PATH (a convssl run folder or a local HF model folder)")
-    if not config.tasks:
-        raise UserError("no task given: pass --task intent:PATH (or oos:, response:, ppl:)")
+    require_given((config.models, "no model given: pass --model PATH (a convssl run folder or a local HF model folder)"),
+                  (config.tasks, "no task given: pass --task intent:PATH (or oos:, response:, ppl:)"))
     try:
         evaluate(config, config.out)
     except (TaskError, ModelFolderError) as exc:

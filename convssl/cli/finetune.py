@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from convssl.cli import UserError
-from convssl.cli._config import add_config_options, config_values, printed_config
+from convssl.cli import UserError, require_given
+from convssl.cli._config import add_config_options, config_values
+from convssl.config import PositiveInt
 from convssl.downstream.config import FinetuneConfig
 
 HELP = ("fine-tune an intent classifier (full, SetFit, or few-shot + an unlabeled pool) with an out-of-scope "
@@ -49,7 +50,7 @@ class FinetuneRunConfig(FinetuneConfig):
     """extra validation sets (every example is validation)"""
     out: str = ""
     """the classifier folder to write"""
-    min_per_label: int = 1
+    min_per_label: PositiveInt = 1
     """refuse labels with fewer training examples than this"""
     unlabeled: list[str] = field(default_factory=list)
     """the unlabeled pool (method: pool): chat logs, a prepare folder, a .txt of utterances, or intent sets"""
@@ -58,27 +59,10 @@ class FinetuneRunConfig(FinetuneConfig):
 
     def validate(self) -> None:
         """Fail before any model is loaded, with the key in the message."""
-        from convssl.config import require
+        from convssl.config import check_values, require
 
+        check_values(self)  # ranges and choices are on the fields; a config built in code is checked here
         require([
-            (self.epochs > 0, f"epochs: must be positive, got {self.epochs}"),
-            (self.batch_size > 0, f"batch_size: must be positive, got {self.batch_size}"),
-            (self.lr > 0 and (self.head_lr is None or self.head_lr > 0), f"lr/head_lr: must be positive, got {self.lr}/{self.head_lr}"),
-            (0.0 <= self.label_smoothing < 1.0, f"label_smoothing: must be in [0, 1), got {self.label_smoothing}"),
-            (0.0 <= self.val_fraction < 1.0, f"val_fraction: must be in [0, 1), got {self.val_fraction}"),
-            (0.0 < self.keep_fraction <= 1.0, f"keep_fraction: must be in (0, 1], got {self.keep_fraction}"),
-            (self.k_shot >= 0, f"k_shot: must be >= 0, got {self.k_shot}"),
-            (self.patience >= 0, f"patience: must be >= 0, got {self.patience}"),
-            (self.max_length > 1, f"max_length: must be > 1, got {self.max_length}"),
-            (self.min_per_label >= 1, f"min_per_label: must be >= 1, got {self.min_per_label}"),
-            (self.setfit.batch_size >= 2, f"setfit.batch_size: must be >= 2, got {self.setfit.batch_size}"),
-            (self.setfit.iterations >= 0, f"setfit.iterations: must be >= 0, got {self.setfit.iterations}"),
-            (self.pool.top_layers >= 1, f"pool.top_layers: must be >= 1, got {self.pool.top_layers}"),
-            (self.pool.rounds >= 0, f"pool.rounds: must be >= 0, got {self.pool.rounds}"),
-            (self.pool.knn >= 1, f"pool.knn: must be >= 1, got {self.pool.knn}"),
-            (self.pool.max_pool >= 2, f"pool.max_pool: must be >= 2, got {self.pool.max_pool}"),
-            (0.0 < self.pool.confident_fraction <= 1.0,
-             f"pool.confident_fraction: must be in (0, 1], got {self.pool.confident_fraction}"),
             (not self.unlabeled or self.method == "pool",
              f"--unlabeled needs method: pool (--config finetune_pool), got method {self.method!r}"),
         ])
@@ -123,14 +107,6 @@ def build_config(args: argparse.Namespace) -> FinetuneRunConfig:
         values["method"] = "pool"  # a pool only means something to the pool recipe
     config = load_config(FinetuneRunConfig, args.config or DEFAULT_PRESET, args.overrides, values)
     config.validate()
-    if args.print_config:
-        return config  # printed as it is, without the checks a run needs
-    if not config.model:
-        raise UserError("no model given: pass --model MODEL (an HF folder, a pretrain run or a model package)")
-    if not config.data:
-        raise UserError("no labelled data given: pass --data PATH (e.g. ../shared/data/banking77)")
-    if not config.out:
-        raise UserError("no output folder given: pass --out DIR")
     return config
 
 
@@ -287,8 +263,9 @@ class _FileLog:
 # --------------------------------------------------------------------------- run
 def run(args: argparse.Namespace) -> int:
     config = build_config(args)
-    if printed_config(args, config):
-        return 0
+    require_given((config.model, "no model given: pass --model MODEL (an HF folder, a pretrain run or a model package)"),
+                  (config.data, "no labelled data given: pass --data PATH (e.g. ../shared/data/banking77)"),
+                  (config.out, "no output folder given: pass --out DIR"))
     out = Path(config.out)
     _check_out(out, args.overwrite)
     model = resolve_model(config.model)

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from convssl.cli import UserError
-from convssl.cli._config import add_config_options, config_values, printed_config
+from convssl.cli import UserError, require_given
+from convssl.cli._config import add_config_options, config_values
 
 HELP = "read chat logs and intent sets, curate them, write splits, a report, a tokenizer and shards"
 
@@ -98,10 +98,7 @@ def run(args: argparse.Namespace) -> int:
     from convssl.runs import prepare_run_dir
 
     config = build_config(args)
-    if printed_config(args, config):
-        return 0
-    if not args.out:
-        raise UserError("no output folder given: pass --out DIR")
+    require_given((args.out, "no output folder given: pass --out DIR"))
     check_inputs(config.inputs.paths)
     out = prepare_run_dir(args.out, config)
     print(f"convssl prepare: writing to {out} (log {out / 'run.log'})", flush=True)

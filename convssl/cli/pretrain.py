@@ -12,8 +12,8 @@ import logging
 import os
 from pathlib import Path
 
-from convssl.cli import UserError
-from convssl.cli._config import add_config_options, config_values, printed_config
+from convssl.cli import UserError, require_given
+from convssl.cli._config import add_config_options, config_values
 
 HELP = "pretrain an encoder or decoder with self-supervised objectives (MLM, CLM, NUP, contrastive)"
 LOG = logging.getLogger("convssl.pretrain")
@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_options(parser, "convssl.train.config:PretrainConfig", "pretrain")
 
 
-def _load(args: argparse.Namespace):
+def build_config(args: argparse.Namespace):
+    """Preset or file (with --resume and no --config, RUN/config.yaml), then `key=value` overrides, then the options."""
     from convssl.config import load_config
     from convssl.train.config import PretrainConfig
 
@@ -58,13 +59,9 @@ def _saved_by_an_older_version(saved: dict) -> dict:
 def run(args: argparse.Namespace) -> int:
     from convssl.train.loop import INTERRUPTED_EXIT, TrainingInterrupted, pretrain
 
-    config = _load(args)
-    if printed_config(args, config):
-        return 0
-    if not args.out:
-        raise UserError("no run folder given: pass --out RUN")
-    if not config.data:
-        raise UserError("no data given: pass --data DIR (a folder written by `convssl prepare`)")
+    config = build_config(args)
+    require_given((args.out, "no run folder given: pass --out RUN"),
+                  (config.data, "no data given: pass --data DIR (a folder written by `convssl prepare`)"))
     if not Path(config.data).is_dir():
         raise UserError(f"data folder {config.data} does not exist; create it with `convssl prepare`")
     is_main = int(os.environ.get("RANK", "0")) == 0

@@ -6,8 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from convssl.cli import UserError
-from convssl.cli._config import add_config_options, config_values, printed_config
+from convssl.cli import UserError, require_given
+from convssl.cli._config import add_config_options, config_values
 
 HELP = "serve the chatbot: chat API and page, escalation to agents, agent console, feedback"
 
@@ -21,20 +21,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_options(parser, "convssl.serve.config:ServeConfig", "serve")
 
 
+def build_config(args: argparse.Namespace):
+    """Preset or file, then `key=value` overrides, then the options (which win)."""
+    from convssl.config import load_config
+    from convssl.serve.config import ServeConfig
+
+    return load_config(ServeConfig, args.config, args.overrides, config_values(args))
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from convssl.config import load_config
     from convssl.serve.analysis import Brain
     from convssl.serve.app import create_app
-    from convssl.serve.config import ServeConfig
     from convssl.serve.server import uvicorn_config
 
-    config = load_config(ServeConfig, args.config, args.overrides, config_values(args))
-    if printed_config(args, config):
-        return 0
-    if not config.classifier_path:
-        raise UserError("no intent classifier: pass classifier_path=DIR (a `convssl finetune` output folder)")
+    config = build_config(args)
+    require_given((config.classifier_path,
+                   "no intent classifier: pass classifier_path=DIR (a `convssl finetune` output folder)"))
     if not Path(config.classifier_path).exists():
         raise UserError(f"classifier folder {config.classifier_path} does not exist: train one with "
                         f"`convssl finetune ... --out {config.classifier_path}` (for serve_demo: `make demo`)")

@@ -7,17 +7,22 @@ with the description written below it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated, Literal, get_args
 
+from convssl.config import Range, check_values
 from convssl.data.curate import PII_TYPES, QualityConfig
 from convssl.data.readers import FORMATS
 from convssl.data.readers._common import DEFAULT_MAX_LINE_BYTES
 from convssl.data.splits import DEFAULT_RATIOS, validate_ratios
 
-CURATION_STAGES = ("normalize", "pii", "quality", "language", "exact_dedup", "near_dedup")
+Stage = Literal["normalize", "pii", "quality", "language", "exact_dedup", "near_dedup"]
+CURATION_STAGES = get_args(Stage)
 
 
 @dataclass
 class InputsConfig:
+    """What to read and how strictly."""
+
     paths: list[str] = field(default_factory=list)
     """Files or folders; empty means the chitchat corpus from the `chitchat-dataset` package."""
     format: str | None = None
@@ -32,6 +37,8 @@ class InputsConfig:
 
 @dataclass
 class TextConfig:
+    """Text normalisation."""
+
     fix_unicode: bool = True
     """Repair mojibake and broken Unicode with ftfy."""
     form: str = "NFKC"
@@ -42,18 +49,22 @@ class TextConfig:
 
 @dataclass
 class PiiConfig:
+    """PII scrubbing."""
+
     types: list[str] = field(default_factory=lambda: list(PII_TYPES))
     """PII kinds replaced by placeholders such as [EMAIL] (URL, EMAIL, IBAN, CARD, SSN, IP, PHONE)."""
 
 
 @dataclass
 class DedupConfig:
+    """Exact and near-duplicate removal."""
+
     exact: bool = True
     """Drop dialogues whose normalised text repeats another's exactly."""
     near: bool = True
     """Drop near duplicates found with MinHash LSH."""
-    threshold: float = 0.8
-    """Jaccard similarity of word n-grams above which two dialogues are near duplicates, in (0, 1]."""
+    threshold: Annotated[float, Range("(0, 1]")] = 0.8
+    """Jaccard similarity of word n-grams above which two dialogues are near duplicates."""
     num_perm: int = 128
     """MinHash permutations: more is more exact and slower."""
     ngram: int = 5
@@ -64,6 +75,8 @@ class DedupConfig:
 
 @dataclass
 class LanguageConfig:
+    """Language filter."""
+
     keep: list[str] = field(default_factory=lambda: ["en"])
     """Language codes to keep (py3langid); an empty list keeps every language."""
     min_confidence: float = 0.5
@@ -74,6 +87,8 @@ class LanguageConfig:
 
 @dataclass
 class SplitConfig:
+    """Train/validation/test split by dialogue."""
+
     train: float = DEFAULT_RATIOS["train"]
     """Shares of dialogues per split (by a hash of the id); 0 leaves a split out."""
     validation: float = DEFAULT_RATIOS["validation"]
@@ -90,11 +105,13 @@ class SplitConfig:
 
 @dataclass
 class TokenizerConfig:
+    """The tokenizer trained (or reused) for the shards."""
+
     enabled: bool = True
     """False skips the tokenizer and the shards (`--no-tokenize`)."""
     path: str | None = None
     """Reuse this local tokenizer or model folder instead of training one."""
-    kind: str = "wordpiece"
+    kind: Literal["wordpiece", "bpe"] = "wordpiece"
     """wordpiece (BERT-style) or bpe (byte-level, GPT-2-style)."""
     vocab_size: int = 16000
     """Target vocabulary size, special tokens included."""
@@ -106,6 +123,8 @@ class TokenizerConfig:
 
 @dataclass
 class ShardConfig:
+    """Memory-mapped token shards."""
+
     shard_tokens: int = 8_000_000
     """Tokens per shard file; whole dialogues only, never split across shards."""
     batch_size: int = 2048
@@ -119,39 +138,24 @@ class ShardConfig:
 @dataclass
 class PrepareConfig:
     inputs: InputsConfig = field(default_factory=InputsConfig)
-    """What to read and how strictly."""
-    stages: list[str] = field(default_factory=lambda: list(CURATION_STAGES))
+    stages: list[Stage] = field(default_factory=lambda: list(CURATION_STAGES))
     """Curation stages to run, in this order; remove one to skip it."""
     text: TextConfig = field(default_factory=TextConfig)
-    """Text normalisation."""
     pii: PiiConfig = field(default_factory=PiiConfig)
-    """PII scrubbing."""
     quality: QualityConfig = field(default_factory=QualityConfig)
-    """Quality filters on dialogue and turn length, spam and noise."""
     language: LanguageConfig = field(default_factory=LanguageConfig)
-    """Language filter."""
     dedup: DedupConfig = field(default_factory=DedupConfig)
-    """Exact and near-duplicate removal."""
     split: SplitConfig = field(default_factory=SplitConfig)
-    """Train/validation/test split by dialogue."""
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    """The tokenizer trained (or reused) for the shards."""
     shards: ShardConfig = field(default_factory=ShardConfig)
-    """Memory-mapped token shards."""
     plots: bool = True
     """Write the report's plots (DIR/plots/*.png)."""
 
     def __post_init__(self) -> None:
-        unknown = [s for s in self.stages if s not in CURATION_STAGES]
-        if unknown:
-            raise ValueError(f"stages: unknown stage(s) {unknown}; choose from {list(CURATION_STAGES)}")
         if self.inputs.format is not None and self.inputs.format not in FORMATS:
             raise ValueError(f"inputs.format: {self.inputs.format!r} is not one of {list(FORMATS)}")
         validate_ratios(self.split.ratios)
         unknown_pii = sorted({t.upper() for t in self.pii.types} - set(PII_TYPES))
         if unknown_pii:
             raise ValueError(f"pii.types: unknown type(s) {unknown_pii}; choose from {list(PII_TYPES)}")
-        if self.tokenizer.kind not in ("wordpiece", "bpe"):
-            raise ValueError(f"tokenizer.kind must be wordpiece or bpe, got {self.tokenizer.kind!r}")
-        if not 0.0 < self.dedup.threshold <= 1.0:
-            raise ValueError(f"dedup.threshold must be in (0, 1], got {self.dedup.threshold}")
+        check_values(self)  # ranges and choices are on the fields

@@ -3,7 +3,8 @@
 A plain torch loop rather than `transformers.Trainer`: on a small CPU the wins come from
 length-bucketed batches (little padding), bf16 autocast and pre-tokenising once, and the loop
 is short enough to read. The threshold is chosen on validation data only (`calibration.py`).
-`finetune_intent` is the entry point of both methods: `method: setfit` hands over to `setfit.py`.
+`finetune_intent` is the entry point of both methods: it starts and finishes the run (`recipe.py`),
+and `method: setfit` builds its classifier in `setfit.py`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from convssl.downstream.data import (
 from convssl.downstream.evaluation import evaluate_intents
 from convssl.downstream.intent_classifier import IntentClassifier, fit_mahalanobis
 from convssl.downstream.recipe import TrainingRun
-from convssl.downstream.setfit import train_setfit
+from convssl.downstream.setfit import setfit_classifier
 from convssl.downstream.training import adamw_with_schedule, class_weight_tensor, fit_head, optimizer_step
 from convssl.models.encoder import Encoder, pool
 from convssl.train.precision import warn_if_bf16_slow
@@ -48,16 +49,24 @@ def finetune_intent(
     out_dir: str | Path,
 ) -> IntentClassifier:
     """Fine-tune `model_path` (an HF folder or a convssl run) and save a classifier to `out_dir`."""
-    if config.method == "setfit":
-        return train_setfit(model_path, train, val, config, out_dir)
     run = TrainingRun.start(model_path, train, val, config)
+    if config.method == "setfit":
+        classifier, summary = setfit_classifier(run)
+    else:
+        classifier, summary = _full_classifier(run)
+    return run.finish(classifier, out_dir, summary)
+
+
+def _full_classifier(run: TrainingRun) -> tuple[IntentClassifier, dict]:
+    """The whole encoder trained with a classification head (`method: full`)."""
+    config = run.config
     if config.head == "pooled":
         classifier, history = _pooled_classifier(run)
     else:
         classifier, history = _sequence_classifier(run)
     if config.oos_score == "mahalanobis":
         classifier.oos_stats = _mahalanobis_stats(classifier, run.train, run.label_index)
-    return run.finish(classifier, out_dir, {"method": "full", "head": config.head, "history": history})
+    return classifier, {"method": "full", "head": config.head, "history": history}
 
 
 def _sequence_classifier(run: TrainingRun) -> tuple[IntentClassifier, list[dict]]:

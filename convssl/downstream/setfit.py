@@ -20,12 +20,10 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from convssl.data.dialogue import IntentExample
 from convssl.downstream.config import FinetuneConfig
 from convssl.downstream.data import pad_batch, pad_id_of, tokenize_all
 from convssl.downstream.intent_classifier import IntentClassifier, fit_mahalanobis
@@ -87,15 +85,10 @@ def contrastive_tune(model: torch.nn.Module, tokenizer, texts: Sequence[str], la
     return losses
 
 
-def train_setfit(
-    model_path: str | Path,
-    train: Sequence[IntentExample],
-    val: Sequence[IntentExample] | None,
-    config: FinetuneConfig,
-    out_dir: str | Path,
-) -> IntentClassifier:
-    """Contrastive tuning + logistic-regression head, calibrated and saved like `finetune_intent`."""
-    run = TrainingRun.start(model_path, train, val, config)
+def setfit_classifier(run: TrainingRun) -> tuple[IntentClassifier, dict]:
+    """Contrastive tuning + logistic-regression head, and what the run's summary records of it;
+    `finetune_intent` calibrates and saves it like every method."""
+    config = run.config
     if len(run.labels) < 2:
         raise ValueError("SetFit needs at least two in-scope labels")
     encoder = Encoder.load(run.folder, pooling=config.pooling, max_length=config.max_length)
@@ -106,6 +99,5 @@ def train_setfit(
     head = fit_head(embeddings, label_ids, len(run.labels), config.setfit.head_c, config.seed)
     stats = fit_mahalanobis(embeddings, label_ids, len(run.labels)) if config.oos_score == "mahalanobis" else None
     classifier = IntentClassifier(encoder.model, encoder.tokenizer, run.meta("setfit"), head=head, oos_stats=stats)
-    return run.finish(classifier, out_dir, {
-        "method": "setfit", "contrastive_steps": len(losses),
-        "contrastive_loss_first_last": [losses[0], losses[-1]] if losses else None})
+    return classifier, {"method": "setfit", "contrastive_steps": len(losses),
+                        "contrastive_loss_first_last": [losses[0], losses[-1]] if losses else None}

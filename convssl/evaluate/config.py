@@ -6,17 +6,21 @@ One dataclass so that a report can be reproduced exactly from the `config.yaml` 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-INTENT_MODES = ("probe", "knn", "centroid", "kshot", "finetune", "setfit", "finetune_kshot")
-OOS_SCORES = ("max_softmax", "mahalanobis", "centroid_cosine")
+from convssl.config import PositiveInt, Range, check_values
+
+IntentMode = Literal["probe", "knn", "centroid", "kshot", "finetune", "setfit", "finetune_kshot"]
+OOSScore = Literal["max_softmax", "mahalanobis", "centroid_cosine"]
+INTENT_MODES = get_args(IntentMode)
+OOS_SCORES = get_args(OOSScore)
 
 
 @dataclass
 class IntentSettings:
     """Intent classification on frozen embeddings (and optionally full fine-tuning)."""
 
-    modes: list[str] = field(default_factory=lambda: ["probe", "knn", "centroid", "kshot"])
+    modes: list[IntentMode] = field(default_factory=lambda: ["probe", "knn", "centroid", "kshot"])
     """Intent modes: probe, knn, centroid, kshot (frozen encoder); finetune, setfit, finetune_kshot (trained)."""
     C: float = 10.0
     """inverse L2 strength of the logistic-regression probe"""
@@ -24,11 +28,11 @@ class IntentSettings:
     """Iterations of the logistic-regression solver."""
     knn_k: int = 10
     """Neighbours of the kNN classifier."""
-    kshot: list[int] = field(default_factory=lambda: [1, 5, 10, 30])
+    kshot: list[PositiveInt] = field(default_factory=lambda: [1, 5, 10, 30])
     """Examples per class of the frozen k-shot probes."""
-    seeds: int = 3
+    seeds: PositiveInt = 3
     """k-shot repeats; each samples k examples per class with its own seed"""
-    few_shot: list[int] = field(default_factory=lambda: [5, 10])
+    few_shot: list[PositiveInt] = field(default_factory=lambda: [5, 10])
     """k of the few-shot modes that train the encoder (setfit, finetune_kshot): each is one training run per seed, on the same k-shot draws as the frozen `kshot` probes"""
     top_confusions: int = 10
     """Most confused intent pairs listed in the report."""
@@ -40,7 +44,7 @@ class IntentSettings:
 class OOSSettings:
     """Out-of-scope detection: rejection scores and how their threshold is picked on validation data."""
 
-    scores: list[str] = field(default_factory=lambda: list(OOS_SCORES))
+    scores: list[OOSScore] = field(default_factory=lambda: list(OOS_SCORES))
     """Out-of-scope scores to compare (max_softmax, energy, mahalanobis, ...)."""
     oos_label: str = "oos"
     """The out-of-scope label of the data (CLINC150: oos)."""
@@ -54,9 +58,11 @@ class OOSSettings:
 
 @dataclass
 class ResponseSettings:
+    """Response selection: rank the true next turn of each context among candidates of its batch."""
+
     context_turns: int = 3
     """context = the last k turns before the response, joined"""
-    candidates: int = 100
+    candidates: Annotated[int, Range(">= 2")] = 100
     """true response + (candidates - 1) others of the same batch"""
     max_pairs: int = 2000
     """pairs sampled (seeded) from the held-out dialogues; 0 = all"""
@@ -64,6 +70,8 @@ class ResponseSettings:
 
 @dataclass
 class PerplexitySettings:
+    """Perplexity of causal language models on held-out dialogues, cut into windows."""
+
     max_length: int = 512
     """tokens per window"""
     max_dialogues: int = 500
@@ -105,29 +113,11 @@ class EvaluateConfig:
     max_test: int | None = None
     """Seeded, stratified subsample of validation and test for quick runs (--max-test)."""
     intent: IntentSettings = field(default_factory=IntentSettings)
-    """Intent classification settings."""
     oos: OOSSettings = field(default_factory=OOSSettings)
-    """Out-of-scope detection settings."""
     response: ResponseSettings = field(default_factory=ResponseSettings)
-    """Response selection settings."""
     perplexity: PerplexitySettings = field(default_factory=PerplexitySettings)
-    """Perplexity settings."""
     plots: bool = True
     """Write plots beside the report (--no-plots turns them off)."""
 
     def validate(self) -> None:
-        from convssl.config import ConfigError
-
-        unknown = sorted(set(self.intent.modes) - set(INTENT_MODES))
-        if unknown:
-            raise ConfigError(f"intent.modes: unknown mode(s) {unknown}; known: {list(INTENT_MODES)}")
-        unknown = sorted(set(self.oos.scores) - set(OOS_SCORES))
-        if unknown:
-            raise ConfigError(f"oos.scores: unknown score(s) {unknown}; known: {list(OOS_SCORES)}")
-        for name in ("kshot", "few_shot"):
-            if any(k < 1 for k in getattr(self.intent, name)):
-                raise ConfigError(f"intent.{name}: every k must be >= 1, got {getattr(self.intent, name)}")
-        if self.intent.seeds < 1:
-            raise ConfigError("intent.seeds must be >= 1")
-        if self.response.candidates < 2:
-            raise ConfigError("response.candidates must be >= 2")
+        check_values(self)  # ranges and choices are on the fields; a config built in code is checked here

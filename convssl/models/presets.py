@@ -51,6 +51,9 @@ class ModelConfig:
     """Longest sequence a fresh model can take."""
     overrides: dict[str, Any] = field(default_factory=dict)
     """Preset sizes or any other field of the Hugging Face config to change."""
+    freeze_layers: int = 0
+    """Freeze the embeddings and this many lowest transformer blocks (BERT layout); 0: train all.
+    Backward then runs only through the blocks above, so a step costs less on a CPU."""
 
 
 def available_presets() -> list[str]:
@@ -97,6 +100,8 @@ def validate(config: ModelConfig) -> None:
         raise ModelConfigError(f"model.attention must be one of {list(ATTENTIONS)}, got {config.attention!r}")
     if not 0.0 <= config.dropout < 1.0:
         raise ModelConfigError(f"model.dropout must be in [0, 1), got {config.dropout}")
+    if config.freeze_layers < 0:
+        raise ModelConfigError(f"model.freeze_layers must be >= 0, got {config.freeze_layers}")
 
 
 # How each transformers config names our settings (one of ours may fill several of theirs), and

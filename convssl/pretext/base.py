@@ -130,6 +130,12 @@ class Batch:
     objective: str
     parts: list[Batch] = field(default_factory=list)
 
+    @classmethod
+    def of_padded_rows(cls, tensors: dict[str, torch.Tensor], mask: np.ndarray, objective: str) -> Batch:
+        """A batch of right-padded rows (`pad_rows`): real tokens counted from `mask`, which joins
+        the tensors only when something is padded."""
+        return cls(with_attention_mask(tensors, mask), real_tokens=int(mask.sum()), objective=objective)
+
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         tensors = {k: v.to(device, non_blocking=non_blocking) for k, v in self.tensors.items()}
         parts = [p.to(device, non_blocking=non_blocking) for p in self.parts]
@@ -174,10 +180,14 @@ def pad_rows(rows: list[np.ndarray], pad_id: int, length: int | None = None) -> 
 def encoder_inputs(rows: list[np.ndarray], pad_id: int, prefix: str = "") -> dict[str, torch.Tensor]:
     """Tensors for an encoder; the mask is left out when nothing is padded, so attention skips it."""
     ids, mask = pad_rows(rows, pad_id)
-    out = {f"{prefix}input_ids": torch.from_numpy(ids)}
+    return with_attention_mask({f"{prefix}input_ids": torch.from_numpy(ids)}, mask, prefix)
+
+
+def with_attention_mask(tensors: dict[str, torch.Tensor], mask: np.ndarray, prefix: str = "") -> dict[str, torch.Tensor]:
+    """`tensors` plus the 0/1 attention mask, left out when nothing is padded so attention can skip it."""
     if not mask.all():
-        out[f"{prefix}attention_mask"] = torch.from_numpy(mask)
-    return out
+        tensors[f"{prefix}attention_mask"] = torch.from_numpy(mask)
+    return tensors
 
 
 class PretextObjective(ABC):

@@ -53,9 +53,7 @@ class CausalLM(PretextObjective):
             ids, mask = pad_rows(group, self.ids.pad)
             labels = np.where(mask.astype(bool), ids, -100)
             tensors = {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels)}
-            if not mask.all():
-                tensors["attention_mask"] = torch.from_numpy(mask)
-            yield Batch(tensors, real_tokens=int(mask.sum()), objective=self.name)
+            yield Batch.of_padded_rows(tensors, mask, self.name)
 
     def add_heads(self, model: PretextModel) -> None:
         self.check_model(model)  # the decoder's own (tied) LM head is used

@@ -123,9 +123,7 @@ class MaskedLM(PretextObjective):
             "mlm_positions": torch.from_numpy(positions),
             "mlm_labels": torch.from_numpy(labels),
         }
-        if not mask.all():
-            tensors["attention_mask"] = torch.from_numpy(mask)
-        return Batch(tensors, real_tokens=int(mask.sum()), objective=self.name)
+        return Batch.of_padded_rows(tensors, mask, self.name)
 
     def add_heads(self, model: PretextModel) -> None:
         self.check_model(model)

@@ -101,9 +101,7 @@ class NextUtterance(PretextObjective):
                 "token_type_ids": torch.from_numpy(types.astype(np.int64)),
                 "labels": torch.tensor([label for _, _, label in group], dtype=torch.long),
             }
-            if not mask.all():
-                tensors["attention_mask"] = torch.from_numpy(mask)
-            yield Batch(tensors, real_tokens=int(mask.sum()), objective=self.name)
+            yield Batch.of_padded_rows(tensors, mask, self.name)
 
     def add_heads(self, model: PretextModel) -> None:
         self.check_model(model)

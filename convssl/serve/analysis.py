@@ -12,7 +12,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -51,6 +51,8 @@ class Analysis:
     smalltalk_topic: str = ""
     smalltalk_score: float = 0.0
     text: str = ""
+    # the turn's L2-normalised sentence embedding: the policy compares turns with it (is this a rephrase?)
+    embedding: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 class Brain:
@@ -205,8 +207,8 @@ class Brain:
             chat = self.smalltalk.match(emb) if self.smalltalk else [("", 0.0)] * len(todo)
             fresh = {
                 t: Analysis(p.intent, float(p.confidence), [(lab, float(s)) for lab, s in p.top],
-                            bool(p.out_of_scope), float(h), r, float(s), float(f), topic, float(ts), t)
-                for t, p, h, (r, s), f, (topic, ts) in zip(todo, preds, human, replies, frustrated, chat)
+                            bool(p.out_of_scope), float(h), r, float(s), float(f), topic, float(ts), t, vector)
+                for t, p, h, (r, s), f, (topic, ts), vector in zip(todo, preds, human, replies, frustrated, chat, emb)
             }
         else:
             fresh = {}

@@ -17,9 +17,12 @@ class EscalationConfig:
     `clarify_margin`: top-1 minus top-2 probability below which the bot asks "A or B?" instead of
     answering; for a turn not understood, instead of falling back, when the two together pass
     `clarify_pair_threshold` (null = the calibrated threshold). 0 = never ask.
-    A single uncertain answer is often fine (users rephrase), so it takes `low_confidence_turns`
-    turns not understood in a row; an explicit request for a person escalates at once, and so does
-    frustration with the bot ("this is useless").
+    A turn not understood gets a fallback that asks the user to rephrase. Escalation counts what
+    the user asks, not only low scores: the user is stuck when `low_confidence_turns` turns in a row
+    are not understood and each re-asks the one before (embedding cosine >= `rephrase_threshold`),
+    or after `max_unclear_turns` turns not understood in a row whatever they ask; a new question the
+    bot cannot place (a follow-up, another topic) just gets the fallback. An explicit request for a
+    person escalates at once, and so does frustration with the bot ("this is useless").
     """
 
     confidence_threshold: float | None = None
@@ -31,7 +34,12 @@ class EscalationConfig:
     """For a turn not understood: top-1 plus top-2 probability it needs for a clarifying question;
     empty: the classifier's calibrated threshold."""
     low_confidence_turns: int = 2
-    """Uncertain turns in a row that hand the conversation to a person."""
+    """Turns not understood in a row, each re-asking the one before, that hand the conversation to a person."""
+    rephrase_threshold: float = 0.48
+    """Embedding cosine at which a turn re-asks the turn before it (0: any two turns; chosen on validation
+    questions: scripts/choose_policy_thresholds.py)."""
+    max_unclear_turns: int = 3
+    """Turns not understood in a row, whatever they ask, that hand the conversation to a person (0: no limit)."""
     escalate_out_of_scope: bool = True
     """Count an out-of-scope turn as uncertain."""
     human_request_threshold: float = 0.55

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from convssl.serve.analysis import Analysis, Brain
 from convssl.serve.answers import Templates
 from convssl.serve.config import EscalationConfig, ServeConfig
@@ -27,10 +29,22 @@ KINDS = ("answer", "smalltalk", "bank", "clarify", "fallback", "escalate", "agen
 @dataclass
 class SessionState:
     status: str = "bot"  # bot | queued | agent | resolved
-    low_conf_streak: int = 0
+    low_conf_streak: int = 0  # turns not understood in a row, whatever they asked
     # The two intents of a clarifying question, until the next user turn (memory only: after a
     # restart the user's answer is classified like any other turn).
     options: list[str] = field(default_factory=list)
+    # Of those turns, how many in a row re-asked the one before, and the embedding of the last one
+    # (memory only: after a restart the next turn starts a new run of re-asking).
+    repeats: int = 0
+    unclear: np.ndarray | None = field(default=None, repr=False)
+
+    def after(self, decision: Decision) -> None:
+        """Carry what the bot just decided into the next turn (the status is the route's business)."""
+        escalated = decision.escalate
+        self.low_conf_streak = 0 if escalated else decision.streak
+        self.repeats = 0 if escalated else decision.repeats
+        self.unclear = None if escalated else decision.unclear
+        self.options = decision.options
 
 
 @dataclass
@@ -46,6 +60,8 @@ class Decision:
     streak: int = 0
     options: list[str] = field(default_factory=list)
     understood: bool = False
+    repeats: int = 0  # of the `streak`, the turns in a row that re-asked the one before
+    unclear: np.ndarray | None = field(default=None, repr=False)  # embedding of the last turn not understood
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -79,8 +95,9 @@ class Policy:
     """In order: a request for a person escalates; frustration with the bot escalates; curated small
     talk gets its reply; an understood turn gets its intent's answer, or a clarifying question when
     the top two intents are close; a turn not understood falls back (or asks when two intents share
-    its probability) and escalates after `low_confidence_turns` in a row. The detectors' thresholds
-    are set where at most 0.5% of in-domain validation questions reach them, so they go first."""
+    its probability) and escalates only when the user is stuck: `low_confidence_turns` in a row that
+    each re-ask the one before, or `max_unclear_turns` in a row whatever they ask. The detectors'
+    thresholds are set where at most 0.5% of in-domain validation questions reach them, so they go first."""
 
     def __init__(self, templates: Templates, escalation: EscalationConfig, responder_threshold: float,
                  fallback: str, seed: int | None = None, calibrated: bool = False,
@@ -172,14 +189,15 @@ class Policy:
                                 **{**base, "intent": picked, "out_of_scope": False})
         if self.frustrated(a):
             return self._escalate("frustrated", base)
+        # small talk and clarifying questions neither end nor extend a run of turns not understood
+        kept = dict(streak=state.low_conf_streak, repeats=state.repeats, unclear=state.unclear)
         if self._is_smalltalk(a):
-            return Decision(self.smalltalk.reply(a.smalltalk_topic, self.rng), source="smalltalk",
-                            streak=state.low_conf_streak, **base)
+            return Decision(self.smalltalk.reply(a.smalltalk_topic, self.rng), source="smalltalk", **kept, **base)
         understood = self.understood(a)
         pair = self.close_pair(a, understood)
         if pair:
             reply = CLARIFY_REPLY.format(a=intent_title(pair[0]), b=intent_title(pair[1]))
-            return Decision(reply, source="clarify", options=pair, streak=state.low_conf_streak, **base)
+            return Decision(reply, source="clarify", options=pair, **kept, **base)
         template = self.templates.render(a.intent, slots, self.rng) if understood and a.intent else None
         if template:
             return Decision(template, source="template", understood=True, **base)
@@ -187,10 +205,30 @@ class Policy:
             return Decision(a.bank_reply, source="bank", understood=understood, **base)
         if understood:
             return Decision(self.fallback, source="fallback", understood=True, **base)
+        return self._not_understood(a, state, base)
+
+    def re_asks(self, a: Analysis, state: SessionState) -> bool:
+        """Whether this turn asks again what the last turn not understood asked (a rephrase, or the same
+        words): the fallback asked the user to rephrase, and the bot still does not understand."""
+        if state.unclear is None or a.embedding is None:
+            return False
+        return float(np.dot(a.embedding, state.unclear)) >= self.rules.rephrase_threshold
+
+    def stuck(self, streak: int, repeats: int) -> bool:
+        """Escalate for low confidence only when the user is stuck: re-asked `low_confidence_turns` times
+        in a row without being understood, or not understood `max_unclear_turns` times in a row. A new
+        question the bot cannot place (a follow-up, another topic) is not being stuck yet."""
+        if not self.rules.escalate_out_of_scope:
+            return False
+        limit = self.rules.max_unclear_turns
+        return repeats >= max(1, self.rules.low_confidence_turns) or (limit > 0 and streak >= limit)
+
+    def _not_understood(self, a: Analysis, state: SessionState, base: dict[str, Any]) -> Decision:
         streak = state.low_conf_streak + 1
-        if self.rules.escalate_out_of_scope and streak >= max(1, self.rules.low_confidence_turns):
+        repeats = state.repeats + 1 if self.re_asks(a, state) else 1
+        if self.stuck(streak, repeats):
             return self._escalate("low_confidence", base, streak=streak)
-        return Decision(self.fallback, source="fallback", streak=streak, **base)
+        return Decision(self.fallback, source="fallback", streak=streak, repeats=repeats, unclear=a.embedding, **base)
 
     @staticmethod
     def _escalate(reason: str, base: dict[str, Any], streak: int = 0) -> Decision:

@@ -7,6 +7,8 @@
 * detector thresholds (small talk, frustration): the score that at most `rate` of in-domain
   validation questions reach, so ordinary questions are almost never taken for small talk or
   frustration; never below `floor`.
+* `rephrase_threshold`: the cosine that at most `rate` (5%) of pairs of validation questions with
+  *different* intents reach, so a new question is rarely taken for the user re-asking the last one.
 """
 
 from __future__ import annotations
@@ -52,3 +54,11 @@ def false_alarm_threshold(in_domain_scores: np.ndarray, rate: float = 0.005, flo
     if len(scores) == 0:
         return floor
     return max(floor, float(np.quantile(scores, 1.0 - rate)) + 1e-3)
+
+
+def rephrase_threshold(embeddings: np.ndarray, labels: np.ndarray, rate: float = 0.05) -> float:
+    """The cosine that at most `rate` of pairs of questions with different intents reach (L2-normalised rows)."""
+    sims = embeddings @ embeddings.T
+    upper = np.triu_indices(len(labels), 1)
+    different = (labels[:, None] != labels[None, :])[upper]
+    return false_alarm_threshold(sims[upper][different], rate, floor=0.0)

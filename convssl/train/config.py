@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from convssl.config import ConfigError, require
+from convssl.config import ConfigError, NonNegativeInt, PositiveFloat, PositiveInt, check_values, require
 from convssl.models.presets import ModelConfig, resolved_sizes
 from convssl.models.presets import validate as validate_model
 from convssl.pretext.base import ObjectiveConfig
@@ -46,19 +46,19 @@ class PretrainConfig:
     """Which network to pretrain."""
     objectives: list[ObjectiveConfig] = field(default_factory=lambda: [ObjectiveConfig(name="mlm")])
     """Pretext objectives; each step draws one batch per objective and optimises sum(weight x loss)."""
-    batch_size: int = 32
+    batch_size: PositiveInt = 32
     """global examples per micro-batch and objective, split across ranks"""
-    grad_accum: int = 1
+    grad_accum: PositiveInt = 1
     """micro-batches per optimizer step"""
-    max_steps: int = 1000
+    max_steps: PositiveInt = 1000
     """Optimizer steps."""
-    lr: float = 5e-4
+    lr: PositiveFloat = 5e-4
     """Peak AdamW learning rate."""
     weight_decay: float = 0.01
     """Decoupled weight decay on weight matrices (not on biases and norms)."""
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     """AdamW betas (two numbers)."""
-    warmup_steps: int = 100
+    warmup_steps: NonNegativeInt = 100
     """Steps of linear learning-rate warm-up."""
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     """cosine | linear | constant"""
@@ -68,7 +68,7 @@ class PretrainConfig:
     """bf16 autocast on CPU and GPU."""
     device: str = "auto"
     """auto | cpu | cuda | cuda:N"""
-    log_every: int = 10
+    log_every: PositiveInt = 10
     """Steps per metrics.jsonl record."""
     eval_every: int = 200
     """Steps between validation evaluations."""
@@ -76,7 +76,7 @@ class PretrainConfig:
     """Validation batches per evaluation."""
     checkpoint_every: int = 500
     """Steps between checkpoints."""
-    keep_last: int = 2
+    keep_last: PositiveInt = 2
     """Checkpoints kept (the best is kept too)."""
     seed: int = 0
     """Seeds data order, masks, initialisation and dropout."""
@@ -97,16 +97,10 @@ class PretrainConfig:
 
     def validate(self) -> None:
         """Fail before any work with a message naming the field."""
+        check_values(self)  # ranges and choices are on the fields; a config built in code is checked here
         require([
             (bool(self.data), "data: the prepared data folder is required (--data DIR or data=DIR)"),
-            (self.batch_size > 0, f"batch_size: must be positive, got {self.batch_size}"),
-            (self.grad_accum > 0, f"grad_accum: must be positive, got {self.grad_accum}"),
-            (self.max_steps > 0, f"max_steps: must be positive, got {self.max_steps}"),
-            (self.lr > 0, f"lr: must be positive, got {self.lr}"),
             (len(self.betas) == 2, f"betas: needs two numbers, got {self.betas}"),
-            (self.warmup_steps >= 0, f"warmup_steps: must be >= 0, got {self.warmup_steps}"),
-            (self.log_every > 0, f"log_every: must be positive, got {self.log_every}"),
-            (self.keep_last >= 1, f"keep_last: must be >= 1, got {self.keep_last}"),
             (len(self.objectives) > 0, "objectives: at least one objective is required"),
         ])
         validate_model(self.model)

@@ -73,7 +73,7 @@ def test_print_config_masks_secrets(capsys):
 def test_a_bad_option_value_is_one_line_naming_the_key(capsys):
     assert main(["finetune", "--model", "m", "--data", "d", "--out", "o", "--k-shot", "-1"]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == "convssl finetune: error: k_shot: must be >= 0, got -1"
+    assert err.strip() == "convssl finetune: error: command line: k_shot: must be >= 0, got -1"
 
 
 def test_evaluate_checks_its_models_before_creating_the_output_folder(tmp_path, capsys):
@@ -83,3 +83,21 @@ def test_evaluate_checks_its_models_before_creating_the_output_folder(tmp_path, 
     assert main(["evaluate", "--model", str(tmp_path / "no_model"), "--task", f"intent:{task}", "--out", str(out)]) == 2
     assert "no_model does not exist" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["prepare", "chitchat"], "no output folder given: pass --out DIR"),
+    (["pretrain", "--config", "pretrain_tiny", "--out", "never-made"], "no data given: pass --data DIR"),
+    (["evaluate", "--task", "intent:x"], "no model given: pass --model PATH"),
+    (["finetune", "--model", "m", "--out", "never-made"], "no labelled data given: pass --data PATH"),
+    (["serve"], "no intent classifier: pass classifier_path=DIR"),
+])
+def test_a_missing_input_is_one_line_naming_its_option_yet_the_config_still_prints(argv, words, capsys, tmp_path,
+                                                                                    monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert words in err and len(err.strip().splitlines()) == 1
+    assert main([*argv, "--print-config"]) == 0  # what a run would use, shown before the inputs are complete
+    assert yaml.safe_load(capsys.readouterr().out)
+    assert list(tmp_path.iterdir()) == []  # neither the failed run nor the printing wrote anything

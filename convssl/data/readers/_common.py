@@ -160,37 +160,8 @@ def iter_json_object(path: Path, text: str, rejects: RejectLog) -> Iterator[tupl
     Lets a reader with a `limit` stop after a few records of a 40 MB file, and gives every record
     its line number for the reject log.
     """
-    decoder = json.JSONDecoder()
-    pos = _skip_ws(text, 0)
-    if pos >= len(text) or text[pos] != "{":
-        rejects.reject(path, line_of_offset(text, pos), "malformed_json", "expected a JSON object")
-        return
-    pos = _skip_ws(text, pos + 1)
-    line, counted = 1, 0
-    while pos < len(text) and text[pos] != "}":
-        line += text.count("\n", counted, pos)
-        counted = pos
-        try:
-            key, end = decoder.raw_decode(text, pos)
-            colon = _skip_ws(text, end)
-            if not isinstance(key, str) or colon >= len(text) or text[colon] != ":":
-                raise json.JSONDecodeError("expected a string key and ':'", text, colon)
-            value, end = decoder.raw_decode(text, _skip_ws(text, colon + 1))
-        except json.JSONDecodeError as exc:
-            rejects.reject(path, exc.lineno, "malformed_json", f"invalid JSON: {exc.msg}; rest of the file skipped",
-                           text[pos : pos + 120])
-            return
+    for line, (key, value) in _iter_members(path, text, rejects, "{}", "a JSON object", _parse_key_value):
         yield line, key, value
-        pos = _skip_ws(text, end)
-        if pos < len(text) and text[pos] == ",":
-            pos = _skip_ws(text, pos + 1)
-        elif pos >= len(text) or text[pos] != "}":
-            rejects.reject(path, line_of_offset(text, pos), "malformed_json", "expected ',' or '}' between records")
-            return
-
-
-def line_of_offset(text: str, offset: int) -> int:
-    return text.count("\n", 0, offset) + 1
 
 
 def iter_json_array(path: Path, text: str, rejects: RejectLog) -> Iterator[tuple[int, Any]]:
@@ -199,32 +170,57 @@ def iter_json_array(path: Path, text: str, rejects: RejectLog) -> Iterator[tuple
     Parsing element by element (C scanner, one call per element) costs little over json.loads and
     keeps the offset of every record.
     """
+    yield from _iter_members(path, text, rejects, "[]", "a JSON list of records",
+                             lambda decoder, text, pos: decoder.raw_decode(text, pos))
+
+
+def line_of_offset(text: str, offset: int) -> int:
+    return text.count("\n", 0, offset) + 1
+
+
+MemberParser = Callable[[json.JSONDecoder, str, int], tuple[Any, int]]
+
+
+def _parse_key_value(decoder: json.JSONDecoder, text: str, pos: int) -> tuple[tuple[str, Any], int]:
+    key, end = decoder.raw_decode(text, pos)
+    colon = _skip_ws(text, end)
+    if not isinstance(key, str) or colon >= len(text) or text[colon] != ":":
+        raise json.JSONDecodeError("expected a string key and ':'", text, colon)
+    value, end = decoder.raw_decode(text, _skip_ws(text, colon + 1))
+    return (key, value), end
+
+
+def _iter_members(path: Path, text: str, rejects: RejectLog, brackets: str, what: str,
+                  parse_member: MemberParser) -> Iterator[tuple[int, Any]]:
+    """(line, member) of the top-level container that `brackets` ("{}" or "[]") opens and closes.
+
+    A member that does not parse ends the file with one reject: without the member's end there is
+    no safe place to resume.
+    """
+    opener, closer = brackets
     decoder = json.JSONDecoder()
     pos = _skip_ws(text, 0)
-    if pos >= len(text) or text[pos] != "[":
-        rejects.reject(path, line_of_offset(text, pos), "malformed_json", "expected a JSON list of records")
+    if pos >= len(text) or text[pos] != opener:
+        rejects.reject(path, line_of_offset(text, pos), "malformed_json", f"expected {what}")
         return
     pos = _skip_ws(text, pos + 1)
-    if pos < len(text) and text[pos] == "]":
-        return
     line, counted = 1, 0
-    while pos < len(text):
+    while pos < len(text) and text[pos] != closer:
         line += text.count("\n", counted, pos)
         counted = pos
         try:
-            item, end = decoder.raw_decode(text, pos)
+            member, end = parse_member(decoder, text, pos)
         except json.JSONDecodeError as exc:
             rejects.reject(path, exc.lineno, "malformed_json", f"invalid JSON: {exc.msg}; rest of the file skipped",
                            text[pos : pos + 120])
             return
-        yield line, item
+        yield line, member
         pos = _skip_ws(text, end)
         if pos < len(text) and text[pos] == ",":
             pos = _skip_ws(text, pos + 1)
-        elif pos < len(text) and text[pos] == "]":
-            return
-        else:
-            rejects.reject(path, line_of_offset(text, pos), "malformed_json", "expected ',' or ']' between records")
+        elif pos >= len(text) or text[pos] != closer:
+            rejects.reject(path, line_of_offset(text, pos), "malformed_json",
+                           f"expected ',' or '{closer}' between records")
             return
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -41,28 +42,31 @@ def embedding_check(candidate: np.ndarray, reference: np.ndarray) -> dict[str, f
     return {"mean_cosine": float(cos.mean()), "min_cosine": float(cos.min())}
 
 
+@dataclass(eq=False)
 class OnnxEncoder:
-    """Drop-in for `convssl.models.encoder.Encoder` (same `embed`), running an ONNX file."""
+    """Drop-in for `convssl.models.encoder.Encoder` (same `embed`), running an ONNX file.
+
+    `session` runs the pooled-encoder graph at `precision` (int8 or fp32); `work` is the relative
+    cost of one token (`token_work`), so that encoders of different sizes share a thread pool
+    fairly; `report` is the export check that chose this precision.
+    """
 
     # Fixed cost of one ONNX call in tokens of work (`length_groups`); int8 MiniLM measured here:
     # ~0.7 ms a call against ~0.053 ms a token, i.e. about 12 tokens.
-    call_cost: float = 12.0
+    call_cost: ClassVar[float] = 12.0
 
-    def __init__(self, session: Any, tokenizer: Any, pooling: str, max_length: int, dim: int, precision: str,
-                 work: float = 1.0):
-        self.session = session
-        self.tokenizer = tokenizer
-        self.pooling = pooling
-        self.max_length = max_length
-        self._dim = dim
-        self.precision = precision
-        self.work = work
-        self.report: ExportReport | None = None
-        self._feeder = Feeder(tokenizer, max_length)
+    session: Any = field(repr=False)  # an onnxruntime InferenceSession
+    tokenizer: Any = field(repr=False)
+    pooling: str
+    max_length: int
+    dim: int
+    precision: str
+    work: float = 1.0
+    report: ExportReport | None = None
+    _feeder: Feeder = field(init=False, repr=False)
 
-    @property
-    def dim(self) -> int:
-        return self._dim
+    def __post_init__(self) -> None:
+        self._feeder = Feeder(self.tokenizer, self.max_length)
 
     def jobs(self, texts: Sequence[str], out: np.ndarray, batch_size: int = 64) -> list[Job]:
         """One ONNX call per length group (`length_groups`), each filling its rows of `out` [N, dim]."""

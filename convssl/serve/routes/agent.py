@@ -157,7 +157,7 @@ async def agent_resolve(session_id: str, body: ResolveIn, s: State, agent: Curre
         return [msg["id"] for msg, _, _ in todo]
 
     labelled = await _write_or_422(s, write)
-    state.status, state.low_conf_streak = "resolved", 0
+    state.status, state.low_conf_streak, state.repeats, state.unclear = "resolved", 0, 0, None
     s.hub.publish(session_id, {"_kind": "status", "status": "resolved"})
     return {"ok": True, "status": "resolved", "labelled": labelled}
 

@@ -135,8 +135,7 @@ async def _to_bot(s: ServeState, session_id: str, state: SessionState, body: Cha
         return uid, bid
 
     uid, bid = await s.store.write(write)
-    state.low_conf_streak = 0 if decision.escalate else decision.streak
-    state.options = decision.options
+    state.after(decision)
     if decision.escalate:
         state.status = "queued"
     elif state.status == "resolved":
