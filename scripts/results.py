@@ -302,14 +302,16 @@ def response_section(out: Path, stages: dict[str, Any], minilm: str) -> str:
     kinds = {r["name"]: r["kind"] for r in report["representations"]}
     # The two stages by run folder: the model of `--model RUN/final` is named after RUN.
     stage_names = {"minilm-response-top": "MiniLM + convssl response selection, both stages "
-                                          "(`pretrain_minilm_response` + `_top`)",
+                                          "(`pretrain_minilm_response` + `pretrain_minilm_response_top`)",
                    "minilm-response": "MiniLM + convssl response selection, stage 1 only (`pretrain_minilm_response`)"}
     rows = [r for r in report["rows"] if r["task_kind"] == "response"]
     pairs = rows[0]["metrics"]["pairs"] if rows else 0
     lines = ["", "## Response selection: pick the true next turn among 100", "",
              "A dual encoder trained with convssl's own contrastive response-selection objective on SGD files",
              f"001-025, scored on files 026-030, which no training saw ({pairs:,} context/response pairs drawn with",
-             "the evaluation seed, the last 3 turns as context, batches of 100 candidates; chance 1%).", "",
+             "the evaluation seed, the last 3 turns as context, batches of 100 candidates; chance 1%). The held-out",
+             "files are mostly services that training never saw (hotels, salons, doctors, dentists, homes; buses in",
+             "part), so the number measures transfer to a new domain as well as the objective.", "",
              "| model | recall@1 | recall@10 | MRR |", "|---|---|---|---|"]
     for r in rows:
         m = r["metrics"]

@@ -3,11 +3,12 @@
 It is what `make demo` runs: prepare the chitchat corpus (+ SGD when the shared data is there),
 pretrain the `mini` BERT as a sentence encoder (contrastive turn views), train the bot's BANKING77
 intent classifier, and serve the demo bot. The classifier is trained from the shipped MiniLM when
-its package is installed (`--bot-encoder minilm`): on the demo's written conversations it gets
-the bot right where a classifier from the few-minute `mini` does not (docs/serving.md);
-`--bot-encoder pretrained` fine-tunes it from stage 2's `mini` instead. Each stage is the same verb a user would type (the command is printed), so the demo
-shows the real commands and its outputs are ordinary stage outputs. A stage whose output exists
-is skipped, so rerunning `make demo` after the first time goes straight to serving.
+its package is installed (`--bot-encoder minilm`): on the demo's written conversations it gets the
+bot right where a classifier from the few-minute `mini` does not (docs/serving.md); `--bot-encoder
+pretrained` fine-tunes it from stage 2's `mini` instead. Each stage is the same verb a user would
+type (the command is printed), so the demo shows the real commands and its outputs are ordinary
+stage outputs. A stage whose output exists is skipped, so rerunning `make demo` after the first
+time goes straight to serving.
 """
 
 from __future__ import annotations
@@ -282,7 +283,9 @@ def run(args: argparse.Namespace) -> int:
               "an intent classifier.", flush=True)
         record["finetune"] = {"status": f"not run: no intent set at {plan.intents_searched}"}
         return _finish(plan, record, started, 0)
-    if finetune_done(plan) and not redo:
+    # a MiniLM classifier does not depend on stages 1-2, so only --force (or a switch) retrains it
+    stale = args.force or (redo and plan.bot_encoder == "pretrained")
+    if finetune_done(plan) and not stale:
         _skip(3, "finetune", plan.classifier, record, earlier)
     else:
         if _run_stage(3, "finetune", finetune_argv(plan, args.finetune_config), record):

@@ -205,10 +205,13 @@ class Brain:
             frustrated = self.frustration.scores(emb) if self.frustration else np.zeros(len(todo))
             replies = self.bank.best(emb if self.bank_encoder is None else self._embed(todo, self.bank_encoder))
             chat = self.smalltalk.match(emb) if self.smalltalk else [("", 0.0)] * len(todo)
+            # a row of its own per turn: a view would keep the whole batch alive in the analysis cache
+            vectors = [row.copy() for row in emb]
             fresh = {
                 t: Analysis(p.intent, float(p.confidence), [(lab, float(s)) for lab, s in p.top],
                             bool(p.out_of_scope), float(h), r, float(s), float(f), topic, float(ts), t, vector)
-                for t, p, h, (r, s), f, (topic, ts), vector in zip(todo, preds, human, replies, frustrated, chat, emb)
+                for t, p, h, (r, s), f, (topic, ts), vector in zip(todo, preds, human, replies, frustrated, chat,
+                                                                     vectors)
             }
         else:
             fresh = {}

@@ -179,14 +179,17 @@ class ServeConfig:
     """Origins allowed to call the API from a browser."""
     fallback_reply: str = "Sorry, I did not get that. Could you rephrase it?"
     """Reply when nothing fits."""
+    no_answer_reply: str = ("I understand this is about {intent}, but I have no answer for it here yet. "
+                            "Ask for a person and one of our team will help.")
+    """Reply to a turn the classifier understood whose intent has no written answer ({intent}: its name as words)."""
     escalation: EscalationConfig = field(default_factory=EscalationConfig)
     """When the bot hands a conversation to a person."""
     responder: ResponderConfig = field(default_factory=ResponderConfig)
     """The response bank."""
     smalltalk: SmallTalkConfig = field(default_factory=SmallTalkConfig)
+    """Curated small talk."""
     repair_spelling: bool = False
     """Retry a turn the classifier rejects with its misspelt words corrected (`serve/spelling.py`)."""
-    """Curated small talk."""
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     """How the models run."""
     limits: LimitsConfig = field(default_factory=LimitsConfig)

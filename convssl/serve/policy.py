@@ -102,11 +102,13 @@ class Policy:
     def __init__(self, templates: Templates, escalation: EscalationConfig, responder_threshold: float,
                  fallback: str, seed: int | None = None, calibrated: bool = False,
                  calibrated_threshold: float | None = None, smalltalk: SmallTalk | None = None,
-                 smalltalk_threshold: float = 1.0):
+                 smalltalk_threshold: float = 1.0, no_answer: str | None = None):
         self.templates = templates
         self.rules = escalation
         self.bank_threshold = responder_threshold
         self.fallback = fallback
+        # an understood intent without a written answer: say so (not "I did not get that") and offer a person
+        self.no_answer = no_answer or fallback
         self.calibrated_threshold = calibrated_threshold
         # the threshold on top-1 probability on top of the classifier's own out-of-scope decision
         self.min_confidence = escalation.confidence_threshold
@@ -121,8 +123,8 @@ class Policy:
         """The policy of a loaded bot: its answers, small talk and the classifier's calibration."""
         return cls(brain.templates, config.escalation, config.responder.threshold, config.fallback_reply, seed=seed,
                    calibrated=brain.calibrated, calibrated_threshold=brain.calibrated_threshold,
-                   smalltalk=brain.smalltalk,
-                   smalltalk_threshold=config.smalltalk.threshold)
+                   smalltalk=brain.smalltalk, smalltalk_threshold=config.smalltalk.threshold,
+                   no_answer=config.no_answer_reply)
 
     # ------------------------------------------------------------------ what the turn is
     def asks_for_human(self, a: Analysis) -> bool:
@@ -204,7 +206,8 @@ class Policy:
         if a.bank_score >= self.bank_threshold and a.bank_reply:
             return Decision(a.bank_reply, source="bank", understood=understood, **base)
         if understood:
-            return Decision(self.fallback, source="fallback", understood=True, **base)
+            reply = self.no_answer.replace("{intent}", intent_title(a.intent or ""))
+            return Decision(reply, source="fallback", understood=True, **base)
         return self._not_understood(a, state, base)
 
     def re_asks(self, a: Analysis, state: SessionState) -> bool:

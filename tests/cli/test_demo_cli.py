@@ -171,8 +171,11 @@ def test_by_default_the_bot_classifier_is_trained_from_the_shipped_minilm(built,
     assert (f"convssl conversations test --config serve_demo --classifier {copy / 'banking77_intent'} "
             f"--out {copy / 'conversation-tests'} --fail-under 0.9 --fail-under-conversations 0.8 "
             "conversations/banking77") in printed
-    # a rerun keeps it
+    # a rerun keeps it, even when pretraining runs again: the MiniLM classifier does not depend on it
     assert _demo(["--out", str(copy), "--intents", str(built["banking"]), *argv])[1].count(": skipped, ") == 3
+    subprocess.run(["rm", "-r", str(copy / "pretrain")], check=True)
+    rc, printed = _demo(["--out", str(copy), "--intents", str(built["banking"]), *argv])
+    assert rc == 0 and "[2/4] pretrain: done in" in printed and f"finetune: skipped, {copy / 'banking77_intent'}" in printed
 
 
 def test_bad_demo_arguments_fail_before_any_work(tmp_path, capsys):

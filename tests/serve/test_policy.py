@@ -146,3 +146,11 @@ def test_spelling_repair_fixes_typos_with_the_bots_own_words_first():
     for text in ["how long does a transfer to Germany take?", "¿Cuánto tarda?"]:  # known, or not English letters
         assert repair.repair(text).split()[0] == text.split()[0]
     assert repair.repair("my PIN is blocked") == "my PIN is blocked"
+
+
+def test_an_understood_intent_without_a_written_answer_says_so_and_offers_a_person():
+    p = Policy(TEMPLATES, EscalationConfig(), responder_threshold=0.6, fallback="Sorry?", seed=0, calibrated=True,
+               calibrated_threshold=0.27, no_answer="I understand this is about {intent}; ask for a person.")
+    d = p.decide(analysis([("exchange_rate", 0.9), ("card_arrival", 0.01)]), SessionState())
+    assert (d.kind, d.intent, d.understood) == ("fallback", "exchange_rate", True)
+    assert d.reply == "I understand this is about exchange rate; ask for a person." and d.streak == 0
