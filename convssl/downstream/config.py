@@ -52,7 +52,7 @@ class PoolConfig:
     """Epochs of tuning the teacher on the shots before it labels the pool (0: a probe only)."""
     student_epochs: int = 2
     """Epochs of tuning the student on the shots plus the kept pool utterances."""
-    rounds: NonNegativeInt = 1
+    rounds: NonNegativeInt = 2
     """Rounds of labelling and student training (the student teaches the next round)."""
     selection: Literal["agreement", "confident"] = "agreement"
     """Which pool utterances are kept: agreement (label propagation agrees) or confident."""

@@ -28,6 +28,23 @@ def class_centroids(embeddings: np.ndarray, label_ids: np.ndarray, num_labels: i
     return centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
 
 
+def length_bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
+                            bucket: int = 50) -> list[np.ndarray]:
+    """One epoch of shuffled batches whose members have similar lengths.
+
+    Why: a batch is padded to its longest text, and utterance lengths vary about tenfold, so
+    random batches spend most of their compute on padding. The rows are shuffled, cut into
+    chunks of `bucket` batches, sorted by length inside each chunk and batched; the batch order
+    is shuffled again, so every epoch still sees a different, random sequence of batches."""
+    order = rng.permutation(len(lengths))
+    batches = []
+    for start in range(0, len(order), batch_size * bucket):
+        chunk = order[start : start + batch_size * bucket]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
 def train_top_layers(encoder: TopLayerEncoder, cached: CachedStates, rows: Sequence[int], label_ids: np.ndarray,
                      num_labels: int, *, epochs: int, min_steps: int, batch_size: int, lr: float,
                      scale: float, label_smoothing: float, weight_decay: float, seed: int,
@@ -49,17 +66,16 @@ def train_top_layers(encoder: TopLayerEncoder, cached: CachedStates, rows: Seque
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=label_smoothing)
     rng = np.random.default_rng(seed)
     targets = torch.from_numpy(np.asarray(label_ids, dtype=np.int64))
+    lengths = np.array([cached.states[i].shape[0] for i in rows])
     losses: list[float] = []
     bar = progress_bar(steps, desc, unit="step")
-    order = rng.permutation(len(rows))
-    position = 0
+    batches: list[np.ndarray] = []
     for block in encoder.top_blocks():
         block.train()  # dropout on: the noise of a noisy student
     for _ in range(steps):
-        if position + batch_size > len(order):
-            order, position = rng.permutation(len(rows)), 0
-        batch = order[position : position + batch_size]
-        position += batch_size
+        if not batches:
+            batches = length_bucketed_batches(lengths, batch_size, rng)
+        batch = batches.pop()
         hidden, mask = cached.batch(rows[batch])
         emb = encoder.forward_top(hidden, mask)
         logits = scale * emb @ torch.nn.functional.normalize(prototypes, dim=-1).T
