@@ -35,7 +35,7 @@ from convssl.downstream.pool import normalise
 from convssl.downstream.prototype_training import train_top_layers
 from convssl.downstream.saving import save_classifier
 from convssl.downstream.self_training import PseudoLabels, agreement_pseudo_labels, confident_pseudo_labels
-from convssl.downstream.top_layers import CachedStates, TopLayerEncoder
+from convssl.downstream.top_layers import TopLayerEncoder
 from convssl.downstream.training import fit_head
 from convssl.models.encoder import Encoder
 from convssl.models.reference import resolve_model_path
@@ -130,8 +130,6 @@ def train_pool_recipe(
     pool_rows = np.arange(len(in_train), len(texts))
     clock.lap("cache")
 
-    def embed(rows: np.ndarray) -> np.ndarray:
-        return top.embed(CachedStates([cached.states[i] for i in rows]))
 
     train_kw: dict[str, Any] = dict(batch_size=pc.batch_size, lr=pc.lr, scale=pc.scale,
                                     label_smoothing=config.label_smoothing, weight_decay=config.weight_decay,
@@ -139,16 +137,18 @@ def train_pool_recipe(
     if pc.teacher_epochs > 0:
         train_top_layers(top, cached, shot_rows, shot_ids, len(labels), epochs=pc.teacher_epochs,
                          seed=config.seed, desc="teacher", **train_kw)
-    shot_emb = embed(shot_rows)
-    head = fit_head(shot_emb, shot_ids, len(labels), pc.head_c, config.seed)
+    # Every text through the current top, once per change of the top: pseudo-labelling, the head,
+    # the next round and the threshold all index this one matrix instead of re-embedding.
+    emb = top.embed(cached)
+    head = fit_head(emb[shot_rows], shot_ids, len(labels), pc.head_c, config.seed)
     clock.lap("teacher")
 
     rows, row_ids = shot_rows, shot_ids
     rounds: list[dict[str, Any]] = []
     for round_index in range(pc.rounds if pool_list else 0):
-        pool_emb = embed(pool_rows)
-        pseudo = select_pseudo_labels(config, shot_emb, shot_ids, pool_emb, head_probabilities(pool_emb, head),
-                                      len(labels))
+        pool_emb = emb[pool_rows]
+        pseudo = select_pseudo_labels(config, emb[shot_rows], shot_ids, pool_emb,
+                                      head_probabilities(pool_emb, head), len(labels))
         clock.lap("pseudo-label")
         rows = np.concatenate([shot_rows, pool_rows[pseudo.rows]])
         row_ids = np.concatenate([shot_ids, pseudo.labels])
@@ -156,8 +156,9 @@ def train_pool_recipe(
         if pc.student_epochs > 0:
             train_top_layers(top, cached, rows, row_ids, len(labels), epochs=pc.student_epochs,
                              seed=config.seed + round_index + 1, desc=f"student {round_index + 1}", **train_kw)
-        shot_emb = embed(shot_rows)
-        head = fit_head(embed(rows), row_ids, len(labels), pc.head_c, config.seed)
+        if pc.student_epochs > 0 or pc.teacher_epochs > 0:  # the top changed
+            emb = top.embed(cached)
+        head = fit_head(emb[rows], row_ids, len(labels), pc.head_c, config.seed)
         clock.lap("student")
         rounds.append({"round": round_index + 1, "kept": len(pseudo.rows), "pool": len(pool_list),
                        "kept_fraction": round(pseudo.kept_fraction, 4),
@@ -170,12 +171,12 @@ def train_pool_recipe(
                       max_length=config.max_length, pooling=config.pooling, labels=labels)
     for p in encoder.model.parameters():
         p.requires_grad_(True)
-    stats = (fit_mahalanobis(embed(rows), row_ids, len(labels)) if config.oos_score == "mahalanobis" else None)
+    stats = (fit_mahalanobis(emb[rows], row_ids, len(labels)) if config.oos_score == "mahalanobis" else None)
     classifier = IntentClassifier(encoder.model, encoder.tokenizer, meta, head=head, oos_stats=stats)
     calibration = calibrate(classifier, val_list, config) if val_list else None
     threshold_from = "validation" if calibration else None
     if calibration is None and pool_list:
-        classifier.threshold = pool_threshold(classifier, embed(pool_rows), config.keep_fraction)
+        classifier.threshold = pool_threshold(classifier, emb[pool_rows], config.keep_fraction)
         threshold_from = f"unlabeled pool ({config.keep_fraction:.0%} accepted)"
     val_metrics = evaluate_intents(classifier, val_list) if val_list else {}
     clock.lap("threshold")
