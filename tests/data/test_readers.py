@@ -165,6 +165,20 @@ def test_intent_csv_text_label(tmp_path: Path) -> None:
                    IntentExample("play music", "music", "validation", tmp_path.name)]
 
 
+def test_intent_sets_with_other_column_names(tmp_path: Path) -> None:
+    # Hugging Face exports write an integer `label` beside the name in `label_text`; the name wins
+    hf = _write(tmp_path / "train.csv", "utterance,label,label_text\nbook a flight,3,travel\n")
+    assert detect_format(hf) == "intents"
+    assert [(e.text, e.label) for e in read_intents(hf)] == [("book a flight", "travel")]
+    jsonl = _write(tmp_path / "test.jsonl", '{"sentence": "play jazz", "intent": "music"}\n')
+    assert detect_format(jsonl) == "intents"
+    assert [(e.text, e.label, e.split) for e in read_intents(jsonl)] == [("play jazz", "music", "test")]
+    rejects = RejectLog()
+    bad = _write(tmp_path / "dev.csv", "question,answer\nhi,hello\n")
+    assert list(read_intents(bad, rejects=rejects)) == []
+    assert "needs a text column (text or utterance" in rejects.records[0]["message"]
+
+
 def test_format_override_and_unknown(tmp_path: Path) -> None:
     path = _write(tmp_path / "chat.data", json.dumps({"id": "z", "turns": [{"speaker": "a", "text": "b"}]}) + "\n")
     with pytest.raises(UnknownFormat):

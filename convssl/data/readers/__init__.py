@@ -18,7 +18,7 @@ from convssl.data.dialogue import Dialogue, IntentExample
 from convssl.data.readers._common import DEFAULT_MAX_LINE_BYTES, check_file_bytes
 from convssl.data.readers.chitchat import default_path, read_chitchat
 from convssl.data.readers.csvfile import is_dialogue_header, read_csv_dialogues
-from convssl.data.readers.intents import is_intent_header, read_intents
+from convssl.data.readers.intents import TEXT_COLUMNS, is_intent_header, read_intents
 from convssl.data.readers.jsonl import read_dialogue_json, read_jsonl
 from convssl.data.readers.sgd import SKIP_FILES, read_sgd
 from convssl.data.readers.text import looks_like_transcript, read_text
@@ -97,7 +97,8 @@ def detect_format(path: str | Path) -> str:
             item = json.loads(first)
         except json.JSONDecodeError:
             return "jsonl"
-        return "intents" if isinstance(item, dict) and "text" in item and "turns" not in item else "jsonl"
+        is_intent = isinstance(item, dict) and any(c in item for c in TEXT_COLUMNS) and "turns" not in item
+        return "intents" if is_intent else "jsonl"
     if suffix == ".csv":
         header = _first_line(path).split(",")
         if is_intent_header(header) and not is_dialogue_header(header):

@@ -21,7 +21,10 @@ from convssl.data.readers._common import (
 from convssl.data.readers.csvfile import csv_table, header_columns
 from convssl.data.rejects import RejectLog
 
-LABEL_COLUMNS = ("label", "category", "intent")
+# Column names other intent sets use; the first present wins (a string `label_text` before an
+# integer `label`, as Hugging Face exports write both).
+TEXT_COLUMNS = ("text", "utterance", "sentence", "query")
+LABEL_COLUMNS = ("label_text", "intent_name", "label", "category", "intent")
 SPLIT_NAMES = {
     "train": "train", "training": "train", "val": "validation", "valid": "validation", "dev": "validation",
     "validation": "validation", "test": "test",
@@ -45,7 +48,11 @@ def source_of(path: Path) -> str:
 
 def is_intent_header(header: list[str]) -> bool:
     cols = header_columns(header)
-    return "text" in cols and any(c in cols for c in LABEL_COLUMNS)
+    return any(c in cols for c in TEXT_COLUMNS) and any(c in cols for c in LABEL_COLUMNS)
+
+
+def _field(item: dict[str, Any] | dict[str, int], names: tuple[str, ...]) -> Any:
+    return next((item[c] for c in names if c in item), None)
 
 
 @line_reader
@@ -68,13 +75,13 @@ def _read_csv(path: Path, rejects: RejectLog, max_line_bytes: int) -> Iterator[I
     if table is None:
         return
     line, header, cols, rows = table
-    label_col = next((c for c in LABEL_COLUMNS if c in cols), None)
-    if "text" not in cols or label_col is None:
+    i_text, i_label = _field(cols, TEXT_COLUMNS), _field(cols, LABEL_COLUMNS)
+    if i_text is None or i_label is None:
         read = ",".join(header)
-        rejects.reject(path, line, "missing_field", f"intent CSV header {read!r} needs a 'text' and a 'label' "
-                       "(or 'category') column", read)
+        rejects.reject(path, line, "missing_field", f"intent CSV header {read!r} needs a text column "
+                       f"({' or '.join(TEXT_COLUMNS)}) and a label column ({' or '.join(LABEL_COLUMNS)})", read)
         return
-    i_text, i_label, width = cols["text"], cols[label_col], len(header)
+    width = len(header)
     split, source = split_of(path.stem), source_of(path)
     for line, row in rows:
         if len(row) != width:
@@ -91,9 +98,8 @@ def _read_jsonl(path: Path, rejects: RejectLog, max_line_bytes: int) -> Iterator
         if not isinstance(item, dict):
             rejects.reject(path, line, "malformed_record", "expected a {\"text\", \"label\"} object", item)
             continue
-        label = next((item[c] for c in LABEL_COLUMNS if c in item), None)
         split = split_of(str(item.get("split", default_split)), default_split)
-        example = _example(path, line, item.get("text"), label, split, str(item.get("source") or source), rejects, item)
+        example = _example(path, line, _field(item, TEXT_COLUMNS), _field(item, LABEL_COLUMNS), split, str(item.get("source") or source), rejects, item)
         if example is not None:
             yield example
 
@@ -112,7 +118,7 @@ def _read_json(path: Path, rejects: RejectLog) -> Iterator[IntentExample]:
         split = split_of(str(key), "train")
         for i, item in enumerate(items):
             if isinstance(item, dict):
-                text, label = item.get("text"), next((item[c] for c in LABEL_COLUMNS if c in item), None)
+                text, label = _field(item, TEXT_COLUMNS), _field(item, LABEL_COLUMNS)
             elif isinstance(item, list) and len(item) == 2:
                 text, label = item
             else:
