@@ -60,6 +60,8 @@ class PoolConfig:
     """selection confident: share of each intent's most confident pool utterances kept."""
     knn: PositiveInt = 10
     """Neighbours of the pool's kNN graph for label propagation."""
+    token_cutoff: Annotated[float, Range("[0, 1)")] = 0.1
+    """Share of each text's tokens hidden from the tuned layers in a training step (cutoff noise)."""
     lr: float = 5.0e-5
     """Learning rate of the teacher and student tuning."""
     batch_size: int = 64

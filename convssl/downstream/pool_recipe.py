@@ -133,7 +133,7 @@ def train_pool_recipe(
 
     train_kw: dict[str, Any] = dict(batch_size=pc.batch_size, lr=pc.lr, scale=pc.scale,
                                     label_smoothing=config.label_smoothing, weight_decay=config.weight_decay,
-                                    min_steps=pc.min_steps)
+                                    min_steps=pc.min_steps, token_cutoff=pc.token_cutoff)
     if pc.teacher_epochs > 0:
         train_top_layers(top, cached, shot_rows, shot_ids, len(labels), epochs=pc.teacher_epochs,
                          seed=config.seed, desc="teacher", **train_kw)

@@ -45,15 +45,30 @@ def length_bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+def cut_tokens(mask: torch.Tensor, fraction: float, generator: torch.Generator) -> torch.Tensor:
+    """The attention mask with a random `fraction` of each text's tokens hidden (never the first).
+
+    Cutoff augmentation (Shen et al. 2020, "A Simple but Tough-to-Beat Data Augmentation Approach
+    for Natural Language Understanding and Generation") applied to the cached hidden states: the
+    top layers neither attend to nor pool the hidden tokens, so a step sees a noisier view of each
+    text at no extra cost. The first token stays, so no text loses every token."""
+    if fraction <= 0:
+        return mask
+    keep = (torch.rand(mask.shape, generator=generator) >= fraction).to(mask.dtype)
+    keep[:, 0] = 1
+    return mask * keep
+
+
 def train_top_layers(encoder: TopLayerEncoder, cached: CachedStates, rows: Sequence[int], label_ids: np.ndarray,
                      num_labels: int, *, epochs: int, min_steps: int, batch_size: int, lr: float,
                      scale: float, label_smoothing: float, weight_decay: float, seed: int,
-                     desc: str = "train") -> list[float]:
+                     token_cutoff: float = 0.0, desc: str = "train") -> list[float]:
     """Tune the top layers (in place) and return the loss per step.
 
     `rows` index `cached`; `label_ids[i]` is the label of `rows[i]`. The number of steps is
     `epochs` passes over the rows, at least `min_steps` (a handful of shots is too few batches
-    for the optimiser to move)."""
+    for the optimiser to move). `token_cutoff` hides that share of each training text's tokens
+    (`cut_tokens`): with dropout, the student's noise."""
     rows = np.asarray(rows)
     embeddings = encoder.embed(CachedStates([cached.states[i] for i in rows]))
     prototypes = torch.nn.Parameter(torch.from_numpy(class_centroids(embeddings, label_ids, num_labels)))
@@ -65,6 +80,7 @@ def train_top_layers(encoder: TopLayerEncoder, cached: CachedStates, rows: Seque
     scheduler = linear_schedule(optimizer, int(0.1 * steps), steps)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=label_smoothing)
     rng = np.random.default_rng(seed)
+    cutoff_rng = torch.Generator().manual_seed(seed)
     targets = torch.from_numpy(np.asarray(label_ids, dtype=np.int64))
     lengths = np.array([cached.states[i].shape[0] for i in rows])
     losses: list[float] = []
@@ -77,7 +93,7 @@ def train_top_layers(encoder: TopLayerEncoder, cached: CachedStates, rows: Seque
             batches = length_bucketed_batches(lengths, batch_size, rng)
         batch = batches.pop()
         hidden, mask = cached.batch(rows[batch])
-        emb = encoder.forward_top(hidden, mask)
+        emb = encoder.forward_top(hidden, cut_tokens(mask, token_cutoff, cutoff_rng))
         logits = scale * emb @ torch.nn.functional.normalize(prototypes, dim=-1).T
         loss = loss_fn(logits, targets[batch])
         loss.backward()

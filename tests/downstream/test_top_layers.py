@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from convssl.downstream.prototype_training import length_bucketed_batches, train_top_layers
+from convssl.downstream.prototype_training import cut_tokens, length_bucketed_batches, train_top_layers
 from convssl.downstream.top_layers import TopLayerEncoder, UnsupportedEncoderError
 from convssl.models.encoder import Encoder
 from tests.evaluate import slices
@@ -53,3 +53,28 @@ def test_length_bucketed_batches_cover_every_row_once_with_little_padding():
     assert padded < 0.6 * sum(int(lengths[b].max()) * len(b) for b in shuffled)
     again = length_bucketed_batches(lengths, 32, np.random.default_rng(0), bucket=10)
     assert [b.tolist() for b in again] == [b.tolist() for b in batches]  # seeded: a rerun sees the same batches
+
+
+def test_token_cutoff_hides_about_that_share_but_never_the_first_token():
+    mask = torch.ones((400, 20), dtype=torch.long)
+    mask[:, 15:] = 0  # padding stays padding
+    cut = cut_tokens(mask, 0.1, torch.Generator().manual_seed(0))
+    assert torch.all(cut[:, 0] == 1) and torch.all(cut[:, 15:] == 0)
+    hidden = 1 - cut[:, 1:15].float().mean().item()
+    assert 0.08 < hidden < 0.12
+    again = cut_tokens(mask, 0.1, torch.Generator().manual_seed(0))
+    assert torch.equal(cut, again)  # seeded: a resumed or repeated run hides the same tokens
+    assert cut_tokens(mask, 0.0, torch.Generator()) is mask
+
+
+def test_training_with_token_cutoff_still_learns_and_is_seeded(tiny_bert):
+    def run() -> list[float]:
+        torch.manual_seed(0)
+        encoder = Encoder.load(tiny_bert, max_length=32)
+        top = TopLayerEncoder(encoder.model, encoder.tokenizer, top=1, max_length=32, bf16=False)
+        return train_top_layers(top, top.cache(TEXTS), np.arange(6), np.arange(6), 6, epochs=1, min_steps=30,
+                                batch_size=6, lr=1e-3, scale=20.0, label_smoothing=0.0, weight_decay=0.0,
+                                seed=0, token_cutoff=0.3)
+    losses = run()
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+    assert run() == losses
