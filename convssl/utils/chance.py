@@ -25,10 +25,13 @@ def chance_accuracy(labels: Iterable[Hashable]) -> float:
 
 def near_chance(score: float, chance: float, n: int) -> bool:
     """`score` (a share in [0, 1] over `n` trials) is within noise of `chance`: below chance plus
-    NOISE_SIGMAS binomial standard errors, and never less than one trial's worth above it."""
+    NOISE_SIGMAS binomial standard errors, and never less than one trial's worth above it. False
+    when `n` is too small for the rule to tell anything (3 test texts at 3 intents)."""
     if n <= 0 or not 0.0 < chance < 1.0:
         return False
     noise = NOISE_SIGMAS * math.sqrt(chance * (1.0 - chance) / n)
+    if chance + noise >= 1.0:
+        return False  # too few trials: not even a perfect score could be told from guessing, so say nothing
     return score <= chance + max(noise, 1.0 / n)
 
 

@@ -24,6 +24,12 @@ def test_small_test_sets_need_a_clearer_margin():
     assert not near_chance(0.15, 0.10, 10_000)
 
 
+def test_too_few_examples_to_tell_is_not_called_chance():
+    # 3 test texts at 3 intents: 3 of 3 right was flagged as "learned nothing"
+    assert not near_chance(1.0, 1 / 3, 3) and not near_chance(1 / 3, 1 / 3, 3)
+    assert near_chance(0.36, 1 / 3, 300)  # with enough texts the rule speaks again
+
+
 def test_warning_names_the_score_and_the_chance_level():
     line = chance_warning("test accuracy", 0.014, 1 / 77, 3080, "train longer")
     assert line is not None
