@@ -173,6 +173,10 @@ def test_intent_sets_with_other_column_names(tmp_path: Path) -> None:
     jsonl = _write(tmp_path / "test.jsonl", '{"sentence": "play jazz", "intent": "music"}\n')
     assert detect_format(jsonl) == "intents"
     assert [(e.text, e.label, e.split) for e in read_intents(jsonl)] == [("play jazz", "music", "test")]
+    one_file = _write(tmp_path / "all.csv", "text,label,split\nbook a flight,travel,train\nplay jazz,music,test\n"
+                      "set an alarm,alarm,\n")
+    assert [(e.text, e.split) for e in read_intents(one_file)] == [
+        ("book a flight", "train"), ("play jazz", "test"), ("set an alarm", "train")]
     rejects = RejectLog()
     bad = _write(tmp_path / "dev.csv", "question,answer\nhi,hello\n")
     assert list(read_intents(bad, rejects=rejects)) == []

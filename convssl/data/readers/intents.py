@@ -83,11 +83,13 @@ def _read_csv(path: Path, rejects: RejectLog, max_line_bytes: int) -> Iterator[I
         return
     width = len(header)
     split, source = split_of(path.stem), source_of(path)
+    i_split = cols.get("split")  # one file holding every split, as JSONL may
     for line, row in rows:
         if len(row) != width:
             rejects.reject(path, line, "malformed_record", f"row has {len(row)} fields, the header has {width}", ",".join(row))
             continue
-        example = _example(path, line, row[i_text], row[i_label], split, source, rejects, row)
+        row_split = split_of(row[i_split], split) if i_split is not None and row[i_split].strip() else split
+        example = _example(path, line, row[i_text], row[i_label], row_split, source, rejects, row)
         if example is not None:
             yield example
 
