@@ -35,7 +35,7 @@ from convssl.downstream.pool import normalise
 from convssl.downstream.prototype_training import train_top_layers
 from convssl.downstream.saving import save_classifier
 from convssl.downstream.self_training import PseudoLabels, agreement_pseudo_labels, confident_pseudo_labels
-from convssl.downstream.top_layers import TopLayerEncoder
+from convssl.downstream.top_layers import TopLayerEncoder, transformer_blocks
 from convssl.downstream.training import fit_head
 from convssl.models.encoder import Encoder
 from convssl.models.reference import resolve_model_path
@@ -119,8 +119,11 @@ def train_pool_recipe(
     pool_list = sample_pool([t for t in pool_texts or [] if normalise(t) not in labelled], pc.max_pool, config.seed)
 
     encoder = Encoder.load(folder, pooling=config.pooling, max_length=config.max_length)
-    top = TopLayerEncoder(encoder.model, encoder.tokenizer, pc.top_layers, config.max_length,
-                          config.pooling, config.bf16)
+    # The preset tunes 6 blocks (all of MiniLM's); a smaller encoder is tuned whole.
+    tuned = min(pc.top_layers, len(transformer_blocks(encoder.model)))
+    if tuned < pc.top_layers:
+        LOG.info("pool.top_layers %d > the encoder's %d blocks: tuning all of them", pc.top_layers, tuned)
+    top = TopLayerEncoder(encoder.model, encoder.tokenizer, tuned, config.max_length, config.pooling, config.bf16)
     original_top = top.top_state()
     texts = [e.text for e in in_train] + pool_list
     bar = progress_bar(len(texts), "encode (frozen layers)", unit="text")
