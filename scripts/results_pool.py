@@ -283,7 +283,10 @@ def seed0(runs: dict[str, dict[str, Any]], key: str, variant: str) -> str:
 def _speed_verdict(b77: list[float] | None, c150: list[float] | None) -> str:
     if not b77 or not c150:
         return "not run"
-    return "met in CPU time" if max(b77) <= 180 and max(c150) <= 300 else "**not met**"
+    if max(b77) <= 180 and max(c150) <= 300:
+        return "met in CPU time, even on one core"
+    # The target is wall-clock on the 2 cores: one thread's CPU time overstates it, so say where it is measured.
+    return "over the budget on one thread; the 2-core wall-clock, timed alone, is in docs/ssl_recipe.md"
 
 
 def _span(values: list[float] | None) -> str:
