@@ -1,4 +1,4 @@
-"""scripts/results.py end to end on its --quick settings (slow: 7-15 minutes on 2 cores, more on a
+"""scripts/results.py end to end on its --quick settings (slow: 20-30 minutes on 2 cores, more on a
 CPU without AMX, where bf16 matmuls are slower than fp32; hence its own time limit above the suite's 600 s)."""
 
 from __future__ import annotations
