@@ -133,7 +133,6 @@ def train_pool_recipe(
     pool_rows = np.arange(len(in_train), len(texts))
     clock.lap("cache")
 
-
     train_kw: dict[str, Any] = dict(batch_size=pc.batch_size, lr=pc.lr, scale=pc.scale,
                                     label_smoothing=config.label_smoothing, weight_decay=config.weight_decay,
                                     min_steps=pc.min_steps, token_cutoff=pc.token_cutoff)

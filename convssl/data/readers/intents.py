@@ -51,7 +51,8 @@ def is_intent_header(header: list[str]) -> bool:
     return any(c in cols for c in TEXT_COLUMNS) and any(c in cols for c in LABEL_COLUMNS)
 
 
-def _field(item: dict[str, Any] | dict[str, int], names: tuple[str, ...]) -> Any:
+def _field(item: dict[str, Any], names: tuple[str, ...]) -> Any:
+    """The value under the first of `names` that `item` has (a record, or a header's column index)."""
     return next((item[c] for c in names if c in item), None)
 
 
@@ -101,7 +102,8 @@ def _read_jsonl(path: Path, rejects: RejectLog, max_line_bytes: int) -> Iterator
             rejects.reject(path, line, "malformed_record", "expected a {\"text\", \"label\"} object", item)
             continue
         split = split_of(str(item.get("split", default_split)), default_split)
-        example = _example(path, line, _field(item, TEXT_COLUMNS), _field(item, LABEL_COLUMNS), split, str(item.get("source") or source), rejects, item)
+        example = _example(path, line, _field(item, TEXT_COLUMNS), _field(item, LABEL_COLUMNS), split,
+                           str(item.get("source") or source), rejects, item)
         if example is not None:
             yield example
 
