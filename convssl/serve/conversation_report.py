@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from convssl.serve.conversation_tests import OUTCOMES, ConversationResult
+from convssl.serve.conversation_tests import OUTCOMES, ConversationResult, TurnResult
 
 
 def _rate(right: int, total: int) -> float | None:
@@ -61,6 +61,14 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}%"
 
 
+def _first_guess(turn: TurnResult) -> str:
+    """For a wrong turn the bot did not answer with an intent: what the classifier's first guess was."""
+    if turn.correct or not turn.top or turn.got == turn.top[0][0]:
+        return ""
+    label, prob = turn.top[0]
+    return f" (first guess {label} {prob:.2f})"
+
+
 def transcript(result: ConversationResult) -> list[str]:
     lines = []
     for t in result.turns:
@@ -72,7 +80,7 @@ def transcript(result: ConversationResult) -> list[str]:
             mark = "ok " if t.correct else "XX "
             conf = f" {t.confidence:.2f}" if isinstance(t.confidence, float) else ""
             what = f"{t.got}{conf}" + (f" ({t.reason})" if t.reason else "") + (
-                f" options {t.options}" if t.options else "")
+                f" options {t.options}" if t.options else "") + _first_guess(t)
             lines.append(f"  user: {t.text}")
             lines.append(f"   bot: {t.reply}")
             lines.append(f"  {mark}expected {t.expected}, got {what}")

@@ -201,6 +201,9 @@ class TurnResult:
     options: list[str] = field(default_factory=list)
     correct: bool | None = None
     unexpected_escalation: bool = False
+    # the classifier's best intents as [intent, probability], also when the bot did not answer one:
+    # a fallback whose first guess was the expected intent reads differently from one that was lost
+    top: list[list[Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -307,7 +310,8 @@ def run_conversation(client: ChatClient, conv: Conversation) -> ConversationResu
                 got=outcome_label(response), kind=response.get("kind"), intent=response.get("intent"),
                 confidence=response.get("confidence"), reason=response.get("reason"),
                 options=list(response.get("options") or []), correct=correct,
-                unexpected_escalation=response.get("kind") == "escalate" and expect.kind != "escalate"))
+                unexpected_escalation=response.get("kind") == "escalate" and expect.kind != "escalate",
+                top=[[str(label), float(p)] for label, p in (response.get("top") or [])[:2]]))
         elif session_id is None:
             raise RuntimeError(f"conversation {conv.name!r}: an agent step before any user turn")
         elif step.role == "agent":

@@ -210,3 +210,17 @@ def test_second_domain_end_to_end_with_a_classifier_trained_by_the_documented_co
     # nothing BANKING77-specific left in the small-talk set and the frustration detector
     for tag in ("smalltalk", "frustration"):
         assert summary["by_tag"][tag]["turn_accuracy"] == 1.0, (tag, summary["by_tag"][tag])
+
+
+def test_transcript_of_a_wrong_fallback_names_the_classifiers_first_guess():
+    from convssl.serve.conversation_report import transcript
+    from convssl.serve.conversation_tests import ConversationResult, TurnResult
+
+    fallback = TurnResult("user", "my transfer is pending since Monday", reply="Sorry, could you rephrase?",
+                          expected="pending_transfer", got="fallback", kind="fallback", intent="oos",
+                          confidence=0.34, correct=False, top=[["pending_transfer", 0.34], ["transfer_timing", 0.2]])
+    answered = TurnResult("user", "thanks", expected="smalltalk", got="smalltalk", kind="smalltalk",
+                          confidence=0.05, correct=True, top=[["card_arrival", 0.05]])
+    lines = [line.strip() for line in transcript(ConversationResult("pending", ["banking"], [fallback, answered]))]
+    assert "XX expected pending_transfer, got fallback 0.34 (first guess pending_transfer 0.34)" in lines
+    assert "ok expected smalltalk, got smalltalk 0.05" in lines  # right turns stay short
