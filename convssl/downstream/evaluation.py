@@ -18,6 +18,13 @@ from convssl.downstream.data import split_in_scope
 from convssl.downstream.intent_classifier import IntentClassifier
 
 
+def closed_set_accuracy(classifier: IntentClassifier, examples: Sequence[IntentExample]) -> float:
+    """Share of `examples` whose top intent is their label, no threshold applied."""
+    logits = classifier.logits([e.text for e in examples])
+    labels = np.array(classifier.labels, dtype=object)
+    return float((labels[logits.argmax(axis=1)] == np.array([e.label for e in examples], dtype=object)).mean())
+
+
 def evaluate_intents(classifier: IntentClassifier, examples: Sequence[IntentExample],
                      batch_size: int = 64) -> dict[str, Any]:
     """Accuracy on in-scope examples (with and without the threshold) and OOS recall/precision."""

@@ -27,7 +27,7 @@ from convssl.downstream.data import (
     pad_id_of,
     tokenize_all,
 )
-from convssl.downstream.evaluation import evaluate_intents
+from convssl.downstream.evaluation import closed_set_accuracy
 from convssl.downstream.intent_classifier import IntentClassifier, fit_mahalanobis
 from convssl.downstream.recipe import TrainingRun
 from convssl.downstream.setfit import setfit_classifier
@@ -178,7 +178,9 @@ def _train_loop(model: torch.nn.Module, tokenizer: Any, train: Sequence[IntentEx
         record: dict[str, Any] = {"epoch": epoch + 1, "loss": float(np.mean(losses))}
         if val_in:
             model.eval()
-            acc = evaluate_intents(classifier_fn(), val_in)["accuracy"]
+            # closed-set accuracy from the logits: the out-of-scope score (Mahalanobis statistics,
+            # the threshold) is only fitted on the chosen weights, after the loop
+            acc = closed_set_accuracy(classifier_fn(), val_in)
             record["val_accuracy"] = acc
             if acc > best_acc:
                 best_acc, best_state, bad_epochs = acc, copy.deepcopy(model.state_dict()), 0

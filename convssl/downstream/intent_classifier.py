@@ -105,8 +105,6 @@ class IntentClassifier:
             meta.labels = [str(id2label[i]) for i in range(len(id2label))]
         if meta.kind in POOLED_KINDS and head is None:
             raise ValueError(f"a {meta.kind} classifier needs its linear head (weight, bias)")
-        if meta.score == "mahalanobis" and oos_stats is None:
-            raise ValueError(f"score 'mahalanobis' needs {OOS_STATS_FILE} (class means and precision)")
 
     # ----------------------------------------------------------------- properties
     @property
@@ -148,6 +146,8 @@ class IntentClassifier:
         else:
             model = AutoModelForSequenceClassification.from_pretrained(str(folder), local_files_only=True)
         stats = None
+        if meta.score == "mahalanobis" and not (folder / OOS_STATS_FILE).exists():
+            raise ValueError(f"{folder}: score 'mahalanobis' needs {OOS_STATS_FILE} (class means and precision)")
         if (folder / OOS_STATS_FILE).exists():
             stats = {k: v.float() for k, v in load_file(str(folder / OOS_STATS_FILE)).items()}
         return cls(model, tokenizer, meta, head=head, oos_stats=stats)
@@ -191,6 +191,15 @@ class IntentClassifier:
         if want_features:
             features = pool(out.hidden_states[-1], batch["attention_mask"], self.meta.pooling).float()
         return out.logits.float(), features
+
+    @torch.inference_mode()
+    def logits(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Class logits alone: what closed-set accuracy needs, also before the out-of-scope
+        statistics exist (a validation pass during training)."""
+        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        for start in range(0, len(texts), batch_size):
+            out[start : start + batch_size] = self._forward(texts[start : start + batch_size], False)[0].numpy()
+        return out
 
     @torch.inference_mode()
     def logits_and_scores(self, texts: Sequence[str], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:

@@ -64,3 +64,17 @@ def test_sequence_classification_head_is_still_available(tiny_bert, banking, tmp
     reloaded = IntentClassifier.load(tmp_path / "clf")
     assert reloaded.meta.kind == "sequence_classification"
     assert {p.intent for p in reloaded.predict([e.text for e in test])} <= set(reloaded.labels)
+
+
+def test_mahalanobis_score_with_a_validation_split_trains_and_reloads(tiny_bert, banking, tmp_path):  # noqa: F811
+    """Early stopping reads validation accuracy every epoch, before the Mahalanobis statistics exist:
+    this used to stop a `full` run with oos_score=mahalanobis at the end of its first epoch."""
+    train, test = banking
+    val = train[::5]
+    config = FinetuneConfig(epochs=2, lr=2e-3, oos_score="mahalanobis", **FAST)
+    classifier = finetune_intent(tiny_bert, [e for e in train if e not in val], val, config, tmp_path / "clf")
+    reloaded = IntentClassifier.load(tmp_path / "clf")
+    assert reloaded.meta.score == "mahalanobis" and reloaded.oos_stats is not None
+    assert reloaded.threshold is not None and reloaded.threshold < 0  # minus a distance
+    texts = [e.text for e in test]
+    assert np.allclose(reloaded.logits_and_scores(texts)[1], classifier.logits_and_scores(texts)[1], atol=1e-3)
