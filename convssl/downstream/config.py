@@ -121,8 +121,8 @@ class FinetuneConfig:
     """Tokens per text."""
     seed: int = 0
     """Seeds the k-shot sample, the validation split, initialisation and batch order."""
-    bf16: bool = True
-    """bf16 autocast on CPU."""
+    bf16: bool | Literal["auto"] = "auto"
+    """bf16 autocast: true, false, or auto (bf16 where this CPU's bf16 matmuls are >= 1.25x fp32, measured)."""
     threads: int = 0
     """torch threads; 0 keeps torch's default."""
     pooling: Literal["mean", "cls"] = "mean"

@@ -33,7 +33,7 @@ from convssl.downstream.recipe import TrainingRun
 from convssl.downstream.setfit import setfit_classifier
 from convssl.downstream.training import adamw_with_schedule, class_weight_tensor, fit_head, optimizer_step
 from convssl.models.encoder import Encoder, pool
-from convssl.train.precision import warn_if_bf16_slow
+from convssl.train.precision import resolve_bf16, warn_if_bf16_slow
 from convssl.utils.compute import autocast
 from convssl.utils.progress import progress_bar
 
@@ -146,7 +146,9 @@ def _train_loop(model: torch.nn.Module, tokenizer: Any, train: Sequence[IntentEx
                 classifier_fn: Callable[[], IntentClassifier]) -> list[dict[str, Any]]:
     """AdamW, linear warm-up/decay, bf16 autocast, early stopping on validation accuracy; the
     best epoch's weights are restored at the end."""
-    warn_if_bf16_slow(config.bf16, next(model.parameters()).device)
+    device = next(model.parameters()).device
+    warn_if_bf16_slow(config.bf16 is True, device)  # set by hand: say so when it will not pay
+    bf16 = resolve_bf16(config.bf16, device)
     label_index = {label: i for i, label in enumerate(labels)}
     ids = tokenize_all(tokenizer, [e.text for e in train], config.max_length)
     targets = np.array([label_index[e.label] for e in train])
@@ -169,7 +171,7 @@ def _train_loop(model: torch.nn.Module, tokenizer: Any, train: Sequence[IntentEx
         losses = []
         for batch_idx in length_bucketed_batches(lengths, config.batch_size, rng):
             input_ids, mask = pad_batch([ids[i] for i in batch_idx], pad_id)
-            with autocast(config.bf16):
+            with autocast(bf16):
                 logits = logits_fn(input_ids, mask)
             loss = loss_fn(logits.float(), torch.from_numpy(targets[batch_idx]))
             losses.append(optimizer_step(model, loss, optimizer, scheduler))

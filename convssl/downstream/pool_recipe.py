@@ -39,6 +39,7 @@ from convssl.downstream.top_layers import TopLayerEncoder, transformer_blocks
 from convssl.downstream.training import fit_head
 from convssl.models.encoder import Encoder
 from convssl.models.reference import resolve_model_path
+from convssl.train.precision import resolve_bf16
 from convssl.utils.compute import seed_everything, set_threads
 from convssl.utils.progress import progress_bar
 
@@ -123,7 +124,8 @@ def train_pool_recipe(
     tuned = min(pc.top_layers, len(transformer_blocks(encoder.model)))
     if tuned < pc.top_layers:
         LOG.info("pool.top_layers %d > the encoder's %d blocks: tuning all of them", pc.top_layers, tuned)
-    top = TopLayerEncoder(encoder.model, encoder.tokenizer, tuned, config.max_length, config.pooling, config.bf16)
+    top = TopLayerEncoder(encoder.model, encoder.tokenizer, tuned, config.max_length, config.pooling,
+                          resolve_bf16(config.bf16))
     original_top = top.top_state()
     texts = [e.text for e in in_train] + pool_list
     bar = progress_bar(len(texts), "encode (frozen layers)", unit="text")

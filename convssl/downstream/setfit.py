@@ -30,6 +30,7 @@ from convssl.downstream.intent_classifier import IntentClassifier, fit_mahalanob
 from convssl.downstream.recipe import TrainingRun
 from convssl.downstream.training import adamw_with_schedule, fit_head, optimizer_step
 from convssl.models.encoder import Encoder, pool
+from convssl.train.precision import resolve_bf16
 from convssl.utils.compute import autocast
 from convssl.utils.progress import progress_bar
 
@@ -66,11 +67,12 @@ def contrastive_tune(model: torch.nn.Module, tokenizer, texts: Sequence[str], la
     batches = contrastive_batches(label_ids, sf.batch_size, steps, rng)
     optimizer, scheduler = adamw_with_schedule(model, sf.lr, config.weight_decay, int(config.warmup_ratio * steps), steps)
     model.train()
+    bf16 = resolve_bf16(config.bf16)
     losses: list[float] = []
     bar = progress_bar(steps, "setfit contrastive", unit="step")
     for anchors, positives in batches:
         input_ids, mask = pad_batch([ids[i] for i in np.concatenate([anchors, positives])], pad_id)
-        with autocast(config.bf16):
+        with autocast(bf16):
             hidden = model(input_ids=input_ids, attention_mask=mask).last_hidden_state
         emb = torch.nn.functional.normalize(pool(hidden.float(), mask, config.pooling), dim=-1)
         a, p = emb[: len(anchors)], emb[len(anchors) :]

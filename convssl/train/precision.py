@@ -80,3 +80,19 @@ def warn_if_bf16_slow(enabled: bool, device: torch.device, speeds: tuple[float, 
     reason = slow_bf16_reason(device, speeds) if enabled else None
     if reason is not None:
         LOG.warning(reason)
+
+
+def resolve_bf16(setting: bool | str, device: torch.device | None = None,
+                 speeds: tuple[float, float] | None = None) -> bool:
+    """The bf16 autocast a run uses: `true` / `false` as set; `auto` measures this CPU's matmuls
+    (about 20 ms, once per process) and takes bf16 only where it runs at least
+    `BF16_MIN_SPEEDUP` x fp32, so a host without fast bf16 does not train slower by default."""
+    if setting != "auto":
+        return bool(setting)
+    if device is not None and device.type != "cpu":
+        return True
+    fp32, bf16 = speeds if speeds is not None else cpu_matmul_speeds()
+    chosen = bf16 >= BF16_MIN_SPEEDUP * fp32
+    LOG.info("bf16=auto: %s (bf16 matmuls %.0f GFLOP/s, fp32 %.0f on this CPU)",
+             "bf16 autocast" if chosen else "fp32", bf16, fp32)
+    return chosen

@@ -13,6 +13,7 @@ from convssl.train.precision import (
     cpu_info,
     cpu_matmul_speeds,
     matmul_gflops,
+    resolve_bf16,
     slow_bf16_reason,
     warn_if_bf16_slow,
 )
@@ -73,3 +74,25 @@ def test_unreadable_cpuinfo_is_unknown(tmp_path: Path) -> None:
     if Path("/proc/cpuinfo").exists():
         assert model != "unknown" and flags
 
+
+
+def test_bf16_auto_takes_bf16_only_where_it_measured_faster(caplog) -> None:
+    with caplog.at_level(logging.INFO, logger="convssl.train.precision"):
+        assert resolve_bf16("auto", torch.device("cpu"), AMD_EPYC) is True
+        assert resolve_bf16("auto", torch.device("cpu"), INTEL_NO_AMX) is False
+    assert any("fp32" in r.getMessage() and "145" in r.getMessage() for r in caplog.records)
+    assert resolve_bf16(True, torch.device("cpu"), INTEL_NO_AMX) is True  # set by hand: kept
+    assert resolve_bf16(False, torch.device("cpu"), AMD_EPYC) is False
+
+
+def test_finetune_config_takes_auto_true_false_and_names_the_field_otherwise() -> None:
+    import pytest
+
+    from convssl.config import ConfigError, from_dict
+    from convssl.downstream.config import FinetuneConfig
+
+    assert FinetuneConfig().bf16 == "auto"
+    assert from_dict(FinetuneConfig, {"bf16": "false"}, "cfg").bf16 is False
+    assert from_dict(FinetuneConfig, {"bf16": "auto"}, "cfg").bf16 == "auto"
+    with pytest.raises(ConfigError, match="bf16"):
+        from_dict(FinetuneConfig, {"bf16": "maybe"}, "cfg")
