@@ -73,14 +73,12 @@ ABLATION = {
 }
 SEEDED_ABLATIONS = ("abl-head", "abl-nocut", "abl-top2")  # on every set and seed; the others on BANKING77 seed 0
 QUICK_ABLATIONS = ("abl-head",)  # --quick: the only variant run off BANKING77 10-shot
+QUICK_POOL = 3000  # --quick: pool utterances per run, so the sequence check stays well inside its time limit
 HEAD_SETS = (("b77", 10), ("b77", 5), ("c150", 10), (UNSEEN, 10))  # the head-only variant on every set
 
 
 def run_name(key: str, k: int, variant: str, seed: int) -> str:
     return f"{key}-{k}shot-{variant}-seed{seed}"
-
-
-QUICK_POOL = 3000  # --quick: pool utterances per run, so the sequence check stays well inside its time limit
 
 
 def finetune_command(minilm: str, key: str, k: int, seed: int, variant: str, out: Path,

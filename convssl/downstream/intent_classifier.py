@@ -17,7 +17,7 @@ Both carry ``convssl_intent.json`` with the out-of-scope rule: a score per text 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,10 +146,10 @@ class IntentClassifier:
         else:
             model = AutoModelForSequenceClassification.from_pretrained(str(folder), local_files_only=True)
         stats = None
-        if meta.score == "mahalanobis" and not (folder / OOS_STATS_FILE).exists():
-            raise ValueError(f"{folder}: score 'mahalanobis' needs {OOS_STATS_FILE} (class means and precision)")
         if (folder / OOS_STATS_FILE).exists():
             stats = {k: v.float() for k, v in load_file(str(folder / OOS_STATS_FILE)).items()}
+        elif meta.score == "mahalanobis":
+            raise ValueError(f"{folder}: score 'mahalanobis' needs {OOS_STATS_FILE} (class means and precision)")
         return cls(model, tokenizer, meta, head=head, oos_stats=stats)
 
     def save(self, path: str | Path) -> Path:
@@ -192,28 +192,31 @@ class IntentClassifier:
             features = pool(out.hidden_states[-1], batch["attention_mask"], self.meta.pooling).float()
         return out.logits.float(), features
 
+    def _length_sorted_batches(self, texts: Sequence[str], batch_size: int, want_features: bool
+                               ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor | None]]:
+        """(row indices, logits, features) per batch of texts of similar length (less padding)."""
+        n = len(texts)
+        order = np.argsort([len(t) for t in texts], kind="stable") if n > batch_size else np.arange(n)
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            yield idx, *self._forward([texts[i] for i in idx], want_features)
+
     @torch.inference_mode()
     def logits(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Class logits alone: what closed-set accuracy needs, also before the out-of-scope
         statistics exist (a validation pass during training)."""
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
-        for start in range(0, len(texts), batch_size):
-            out[start : start + batch_size] = self._forward(texts[start : start + batch_size], False)[0].numpy()
+        for idx, batch_logits, _ in self._length_sorted_batches(texts, batch_size, False):
+            out[idx] = batch_logits.numpy()
         return out
 
     @torch.inference_mode()
     def logits_and_scores(self, texts: Sequence[str], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
         """Class logits and the in-scope score of each text (higher = more in scope)."""
-        n = len(texts)
-        logits = np.zeros((n, len(self.labels)), dtype=np.float32)
-        scores = np.zeros(n, dtype=np.float32)
-        if n == 0:
-            return logits, scores
+        logits = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        scores = np.zeros(len(texts), dtype=np.float32)
         want_features = self.meta.score == "mahalanobis"
-        order = np.argsort([len(t) for t in texts], kind="stable") if n > batch_size else np.arange(n)
-        for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size]
-            batch_logits, features = self._forward([texts[i] for i in idx], want_features)
+        for idx, batch_logits, features in self._length_sorted_batches(texts, batch_size, want_features):
             logits[idx] = batch_logits.numpy()
             scores[idx] = self._score(batch_logits, features).numpy()
         return logits, scores

@@ -64,12 +64,16 @@ def cpu_matmul_speeds() -> tuple[float, float]:
     return matmul_gflops(torch.float32), matmul_gflops(torch.bfloat16)
 
 
+def _bf16_pays(fp32: float, bf16: float) -> bool:
+    return bf16 >= BF16_MIN_SPEEDUP * fp32
+
+
 def slow_bf16_reason(device: torch.device, speeds: tuple[float, float] | None = None) -> str | None:
     """Why bf16 autocast is likely slower than fp32 on this device, or None when it should pay."""
     if device.type != "cpu":
         return None
     fp32, bf16 = speeds if speeds is not None else cpu_matmul_speeds()
-    if bf16 >= BF16_MIN_SPEEDUP * fp32:
+    if _bf16_pays(fp32, bf16):
         return None
     model, _ = cpu_info()
     return (f"on this CPU ({model}) bf16 matmuls ran at {bf16:.0f} GFLOP/s against {fp32:.0f} in fp32, "
@@ -92,7 +96,7 @@ def resolve_bf16(setting: bool | str, device: torch.device | None = None,
     if device is not None and device.type != "cpu":
         return True
     fp32, bf16 = speeds if speeds is not None else cpu_matmul_speeds()
-    chosen = bf16 >= BF16_MIN_SPEEDUP * fp32
+    chosen = _bf16_pays(fp32, bf16)
     LOG.info("bf16=auto: %s (bf16 matmuls %.0f GFLOP/s, fp32 %.0f on this CPU)",
              "bf16 autocast" if chosen else "fp32", bf16, fp32)
     return chosen
