@@ -56,6 +56,8 @@ class FinetuneRunConfig(FinetuneConfig):
     """the unlabeled pool (method: pool): chat logs, a prepare folder, a .txt of utterances, or intent sets"""
     drop_labels: bool = False
     """take labelled pool files' train utterances without their labels"""
+    outliers: list[str] = field(default_factory=list)
+    """unlabeled logs from other domains (method full): trained toward a uniform prediction (outlier exposure); part held out for the threshold"""
 
     def validate(self) -> None:
         """Fail before any model is loaded, with the key in the message."""
@@ -65,6 +67,10 @@ class FinetuneRunConfig(FinetuneConfig):
         require([
             (not self.unlabeled or self.method == "pool",
              f"--unlabeled needs method: pool (--config finetune_pool), got method {self.method!r}"),
+            (not self.outliers or self.method == "full",
+             f"--outliers needs method: full (outlier exposure while fine-tuning), got method {self.method!r}"),
+            (not self.outliers or self.outlier_weight > 0,
+             "--outliers needs outlier_weight > 0 (the weight of the outlier-exposure loss), got 0"),
         ])
 
 
@@ -87,6 +93,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "per line, or an intent set with --drop-labels; repeatable")
     parser.add_argument("--drop-labels", action="store_const", const=True, dest="cfg.drop_labels",
                         help="use labelled --unlabeled files (train split only) without their labels")
+    parser.add_argument("--outliers", action="append", dest="cfg.outliers", metavar="PATH",
+                        help="unlabeled logs from other domains (method full), in any --unlabeled format: trained "
+                             "toward a uniform prediction (outlier exposure), part held out to choose the threshold; "
+                             "repeatable")
     parser.add_argument("--k-shot", type=int, dest="cfg.k_shot", metavar="K", help="train on K examples per intent (seeded)")
     parser.add_argument("--seed", type=int, dest="cfg.seed", help="seed of the k-shot sample, validation split and training")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing classifier folder at --out")
@@ -271,18 +281,33 @@ def run(args: argparse.Namespace) -> int:
     model = resolve_model(config.model)
     data = load_data(config)
     pool = load_pool(config, data)
+    outliers = load_outliers(config, data)
     tmp = _temporary_sibling(out)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        summary = train_and_score(config, model, data, tmp, pool)
+        summary = train_and_score(config, model, data, tmp, pool, outliers)
         _install(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     print_summary(summary, out)
     return 0
+
+
+def load_outliers(config: FinetuneRunConfig, data: LabelledData) -> list[str]:
+    """Out-of-domain texts for outlier exposure, without any text of the labelled set's splits."""
+    from convssl.downstream.pool import PoolError, read_pool
+
+    if not config.outliers:
+        return []
+    try:
+        logs = read_pool(config.outliers, config.drop_labels,
+                         exclude=[e.text for e in data.train + data.val + data.test])
+    except PoolError as exc:
+        raise UserError(str(exc).replace("unlabeled pool", "--outliers", 1)) from exc
+    return logs.texts
 
 
 def load_pool(config: FinetuneRunConfig, data: LabelledData) -> Any:
@@ -298,7 +323,7 @@ def load_pool(config: FinetuneRunConfig, data: LabelledData) -> Any:
 
 
 def train_and_score(config: FinetuneRunConfig, model: Path, data: LabelledData, folder: Path,
-                    pool: Any = None) -> dict[str, Any]:
+                    pool: Any = None, outliers: Sequence[str] = ()) -> dict[str, Any]:
     """Train into `folder`, score validation and test, and write config.yaml and metrics.json beside it."""
     from convssl.config import save_config
     from convssl.downstream.evaluation import evaluate_intents
@@ -322,7 +347,7 @@ def train_and_score(config: FinetuneRunConfig, model: Path, data: LabelledData, 
                 classifier = train_pool_recipe(model, data.train, data.val, pool.texts if pool else None, config,
                                                folder)
             else:
-                classifier = finetune_intent(model, data.train, data.val, config, folder)
+                classifier = finetune_intent(model, data.train, data.val, config, folder, outliers=outliers)
         except (ValueError, OSError, ModelFolderError) as exc:
             raise UserError(f"fine-tuning {model} failed: {exc}") from exc
         training = json.loads((folder / "training.json").read_text(encoding="utf-8"))
@@ -348,6 +373,7 @@ def train_and_score(config: FinetuneRunConfig, model: Path, data: LabelledData, 
                   "removed_duplicates": pool.removed_duplicates, "sources": pool.sources,
                   "rounds": training.get("rounds")} if pool is not None else None),
         "threshold_from": training.get("threshold_from"),
+        "outliers": training.get("outliers"),
         "stage_seconds": training.get("stage_seconds"),
         "seconds": round(time.time() - started, 1),
         "warnings": at_chance_warnings(classifier.oos_label, {"validation": (val_metrics, data.val),

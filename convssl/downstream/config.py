@@ -113,6 +113,8 @@ class FinetuneConfig:
     """Label smoothing of the cross-entropy."""
     class_weights: bool = False
     """Inverse-frequency loss weights (mean 1), for imbalanced sets."""
+    outlier_weight: Annotated[float, Range(">= 0")] = 0.0
+    """Outlier exposure (method full): weight of the loss that pushes out-of-scope train texts and --outliers logs toward a uniform prediction; 0 = off."""
     patience: NonNegativeInt = 3
     """Stop after this many epochs without better validation accuracy and keep the best epoch (0: never)."""
     val_fraction: Annotated[float, Range("[0, 1)")] = 0.1

@@ -29,6 +29,7 @@ from convssl.downstream.data import (
 )
 from convssl.downstream.evaluation import closed_set_accuracy
 from convssl.downstream.intent_classifier import IntentClassifier, fit_mahalanobis
+from convssl.downstream.outlier_exposure import OutlierBatches, uniform_cross_entropy
 from convssl.downstream.recipe import TrainingRun
 from convssl.downstream.setfit import setfit_classifier
 from convssl.downstream.training import adamw_with_schedule, class_weight_tensor, fit_head, optimizer_step
@@ -47,9 +48,13 @@ def finetune_intent(
     val: Sequence[IntentExample] | None,
     config: FinetuneConfig,
     out_dir: str | Path,
+    *,
+    outliers: Sequence[str] = (),
 ) -> IntentClassifier:
-    """Fine-tune `model_path` (an HF folder or a convssl run) and save a classifier to `out_dir`."""
-    run = TrainingRun.start(model_path, train, val, config)
+    """Fine-tune `model_path` (an HF folder or a convssl run) and save a classifier to `out_dir`.
+
+    `outliers`: unlabeled out-of-domain texts for outlier exposure (`config.outlier_weight > 0`)."""
+    run = TrainingRun.start(model_path, train, val, config, outliers)
     if config.method == "setfit":
         classifier, summary = setfit_classifier(run)
     else:
@@ -66,7 +71,11 @@ def _full_classifier(run: TrainingRun) -> tuple[IntentClassifier, dict]:
         classifier, history = _sequence_classifier(run)
     if config.oos_score == "mahalanobis":
         classifier.oos_stats = _mahalanobis_stats(classifier, run.train, run.label_index)
-    return classifier, {"method": "full", "head": config.head, "history": history}
+    summary = {"method": "full", "head": config.head, "history": history}
+    if run.outliers:
+        summary["outliers"] = {"trained": len(run.outliers), "weight": config.outlier_weight,
+                               "held_out_for_threshold": sum(e.source == "outliers" for e in run.val)}
+    return classifier, summary
 
 
 def _sequence_classifier(run: TrainingRun) -> tuple[IntentClassifier, list[dict]]:
@@ -87,7 +96,7 @@ def _sequence_classifier(run: TrainingRun) -> tuple[IntentClassifier, list[dict]
         return model(input_ids=input_ids, attention_mask=mask).logits
 
     history = _train_loop(model, tokenizer, run.train, run.val, labels, run.config, logits,
-                          lambda: IntentClassifier(model, tokenizer, copy.deepcopy(meta)))
+                          lambda: IntentClassifier(model, tokenizer, copy.deepcopy(meta)), run.outliers)
     return IntentClassifier(model, tokenizer, meta), history
 
 
@@ -125,7 +134,7 @@ def _pooled_classifier(run: TrainingRun) -> tuple[IntentClassifier, list[dict]]:
     def current() -> IntentClassifier:
         return IntentClassifier(net.encoder, encoder.tokenizer, copy.deepcopy(meta), head=net.head_tensors())
 
-    history = _train_loop(net, encoder.tokenizer, run.train, run.val, labels, config, net, current)
+    history = _train_loop(net, encoder.tokenizer, run.train, run.val, labels, config, net, current, run.outliers)
     return current(), history
 
 
@@ -140,12 +149,21 @@ def _mahalanobis_stats(classifier: IntentClassifier, train: Sequence[IntentExamp
     return fit_mahalanobis(np.concatenate(features), ids, len(label_index))
 
 
+def _outlier_batches(outliers: Sequence[str], config: FinetuneConfig) -> OutlierBatches | None:
+    """Half a batch of outliers per step: enough to shape the scores off-domain for half the extra cost."""
+    if config.outlier_weight <= 0 or not outliers:
+        return None
+    LOG.info("outlier exposure: %d out-of-scope texts, weight %g", len(outliers), config.outlier_weight)
+    return OutlierBatches(outliers, max(1, config.batch_size // 2), config.seed + 1)
+
+
 def _train_loop(model: torch.nn.Module, tokenizer: Any, train: Sequence[IntentExample],
                 val: Sequence[IntentExample], labels: list[str], config: FinetuneConfig,
                 logits_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                classifier_fn: Callable[[], IntentClassifier]) -> list[dict[str, Any]]:
+                classifier_fn: Callable[[], IntentClassifier], outliers: Sequence[str] = ()) -> list[dict[str, Any]]:
     """AdamW, linear warm-up/decay, bf16 autocast, early stopping on validation accuracy; the
-    best epoch's weights are restored at the end."""
+    best epoch's weights are restored at the end. With `outliers` and `outlier_weight > 0`, every
+    step also trains half a batch of outliers toward a uniform prediction (outlier exposure)."""
     device = next(model.parameters()).device
     warn_if_bf16_slow(config.bf16 is True, device)  # set by hand: say so when it will not pay
     bf16 = resolve_bf16(config.bf16, device)
@@ -163,6 +181,7 @@ def _train_loop(model: torch.nn.Module, tokenizer: Any, train: Sequence[IntentEx
     rng = np.random.default_rng(config.seed)
     val_in = [e for e in val if e.label in label_index]
     lengths = [len(x) for x in ids]
+    exposure = _outlier_batches(outliers, config)
     history: list[dict[str, Any]] = []
     best_acc, best_state, bad_epochs = -1.0, None, 0
     bar = progress_bar(total, "fine-tune", unit="step")
@@ -174,6 +193,12 @@ def _train_loop(model: torch.nn.Module, tokenizer: Any, train: Sequence[IntentEx
             with autocast(bf16):
                 logits = logits_fn(input_ids, mask)
             loss = loss_fn(logits.float(), torch.from_numpy(targets[batch_idx]))
+            if exposure is not None:
+                outlier_ids, outlier_mask = pad_batch(
+                    tokenize_all(tokenizer, exposure.next(), config.max_length), pad_id)
+                with autocast(bf16):
+                    outlier_logits = logits_fn(outlier_ids, outlier_mask)
+                loss = loss + config.outlier_weight * uniform_cross_entropy(outlier_logits.float())
             losses.append(optimizer_step(model, loss, optimizer, scheduler))
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{np.mean(losses[-20:]):.3f}")

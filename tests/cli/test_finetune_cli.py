@@ -18,6 +18,7 @@ from tests.evaluate import slices
 
 # A 2-layer, 32-wide random BERT with MiniLM's tokenizer, and a CLINC150 slice with OOS splits.
 tiny_bert, clinc_slice, constant_bert = slices.tiny_bert, slices.clinc_slice, slices.constant_bert
+sgd_slice = slices.sgd_slice
 
 INTENTS = ["card_arrival", "exchange_rate", "change_pin", "top_up_failed", "terminate_account", "lost_or_stolen_card"]
 # A tiny random model learns this slice only with a large learning rate; one thread keeps it deterministic.
@@ -173,6 +174,46 @@ def test_bad_inputs_fail_with_one_clear_line(tiny_bert, banking, shared_data, tm
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     assert "without final/" in fails("--model", str(tmp_path / "run"), "--data", str(banking), "--out", out)
     assert not (tmp_path / "out").exists()
+
+
+def test_outliers_from_chat_logs_train_the_classifier_and_choose_its_threshold(tiny_bert, banking, sgd_slice,
+                                                                                 tmp_path, capsys):
+    """`--outliers` with SGD logs (restaurants, events, travel) beside six banking intents: the logs are
+    trained toward a uniform prediction, and a held-out share picks the threshold against real
+    off-domain text instead of the keep-95%-of-in-scope rule."""
+    out = tmp_path / "intent"
+    rc = main(["finetune", "--model", str(tiny_bert), "--data", str(banking), "--outliers", str(sgd_slice),
+               "--out", str(out), *FAST, "epochs=10", "outlier_weight=1"])
+    assert rc == 0, capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    held = metrics["outliers"]["held_out_for_threshold"]
+    assert metrics["outliers"]["weight"] == 1 and metrics["outliers"]["trained"] > 3 * held > 0  # val_fraction=0.2 of the logs
+    assert metrics["calibration"]["method"] == "balanced" and metrics["calibration"]["oos_recall"] > 0.5
+    assert metrics["examples"]["validation"] == 24  # the in-scope validation split is unchanged
+    classifier = IntentClassifier.load(out)
+    assert classifier.threshold == metrics["threshold"]
+    assert "outlier exposure" in (out / "finetune.log").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--method", "setfit", "outlier_weight=1"], "--outliers needs method: full"),
+    ([], "--outliers needs outlier_weight > 0"),
+])
+def test_outliers_without_outlier_exposure_get_one_clear_line(tiny_bert, banking, sgd_slice, tmp_path, capsys,
+                                                              flags, message):
+    rc = main(["finetune", "--model", str(tiny_bert), "--data", str(banking), "--outliers", str(sgd_slice),
+               "--out", str(tmp_path / "never"), *flags])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "never").exists()
+
+
+def test_a_labelled_outlier_file_is_refused_naming_it(tiny_bert, banking, tmp_path, capsys):
+    rc = main(["finetune", "--model", str(tiny_bert), "--data", str(banking), "--outliers", str(banking / "train.csv"),
+               "--out", str(tmp_path / "never"), "outlier_weight=1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert f"--outliers {banking / 'train.csv'} holds 120 labelled examples" in err
 
 
 @pytest.mark.parametrize("preset", sorted(p.stem for p in PRESET_DIR.glob("finetune*.yaml")))
