@@ -8,7 +8,10 @@ The threshold is a property of the deployed model, so it must never see test dat
   - ``balanced`` (default): the mean of in-scope accuracy (right intent *and* accepted) and
     out-of-scope recall, so the 100 OOS validation texts weigh as much as the 3,000 in-scope ones;
   - ``joint_accuracy``: accuracy over all validation texts with ``oos`` as one more class
-    (Larson et al. 2019's "overall accuracy"), which favours in-scope accuracy.
+    (Larson et al. 2019's "overall accuracy"), which favours in-scope accuracy;
+  - ``oos_recall``: the best in-scope accuracy among thresholds that reject at least
+    ``oos_recall_target`` of the out-of-scope texts, for a team whose requirement is stated as
+    "catch 90% of what we cannot answer".
 * Without them, the threshold is the ``1 - keep_fraction`` quantile of the in-scope validation
   scores, so that ``keep_fraction`` (default 95%) of in-scope traffic is accepted.
 """
@@ -20,7 +23,7 @@ from typing import Literal
 
 import numpy as np
 
-Criterion = Literal["balanced", "joint_accuracy"]
+Criterion = Literal["balanced", "joint_accuracy", "oos_recall"]
 
 
 @dataclass
@@ -49,6 +52,7 @@ def calibrate_threshold(
     oos_scores: np.ndarray | None = None,
     criterion: Criterion = "balanced",
     keep_fraction: float = 0.95,
+    oos_recall_target: float = 0.9,
 ) -> Calibration:
     """Pick the threshold on validation scores; see the module docstring for the rule."""
     in_scores = np.asarray(in_scores, dtype=np.float64)
@@ -62,13 +66,13 @@ def calibrate_threshold(
         acc, accept, _ = _rates(threshold, in_scores, in_correct, None)
         return Calibration(threshold, f"keep_{keep_fraction:g}_of_in_scope", acc, accept, None)
     oos_scores = np.asarray(oos_scores, dtype=np.float64)
-    threshold = _best_threshold(in_scores, in_correct, oos_scores, criterion)
+    threshold = _best_threshold(in_scores, in_correct, oos_scores, criterion, oos_recall_target)
     acc, accept, recall = _rates(threshold, in_scores, in_correct, oos_scores)
     return Calibration(threshold, criterion, acc, accept, recall)
 
 
 def _best_threshold(in_scores: np.ndarray, in_correct: np.ndarray, oos_scores: np.ndarray,
-                    criterion: str) -> float:
+                    criterion: str, oos_recall_target: float = 0.9) -> float:
     """Scan every distinct score as a candidate threshold, vectorised with sorted counts."""
     candidates = np.unique(np.concatenate([in_scores, oos_scores]))
     # Accepting means score >= t: count of in-scope correct with score >= t, oos with score < t.
@@ -82,8 +86,14 @@ def _best_threshold(in_scores: np.ndarray, in_correct: np.ndarray, oos_scores: n
         objective = 0.5 * (in_acc + oos_recall)
     elif criterion == "joint_accuracy":
         objective = (kept_correct + rejected_oos) / (len(in_scores) + len(oos_scores))
+    elif criterion == "oos_recall":
+        # thresholds short of the recall are out; one above every score rejects all, so one qualifies
+        candidates = np.append(candidates, candidates[-1] + 1.0)
+        in_acc = np.append(in_acc, 0.0)
+        oos_recall = np.append(oos_recall, 1.0)
+        objective = np.where(oos_recall >= oos_recall_target - 1e-12, in_acc, -1.0)
     else:
-        raise ValueError(f"unknown calibration criterion {criterion!r}; known: balanced, joint_accuracy")
+        raise ValueError(f"unknown calibration criterion {criterion!r}; known: balanced, joint_accuracy, oos_recall")
     best = int(np.argmax(objective))  # ties: the lowest threshold, which rejects the least
     if best == 0:
         return float(candidates[0])

@@ -133,8 +133,10 @@ class FinetuneConfig:
     """The out-of-scope label of the data (CLINC150: oos)."""
     oos_score: Literal["max_softmax", "energy", "mahalanobis"] = "max_softmax"
     """In-scope score the threshold applies to: max_softmax, energy or mahalanobis."""
-    calibration: Literal["balanced", "joint_accuracy"] = "balanced"
-    """How the threshold is chosen on validation data: balanced or joint_accuracy."""
+    calibration: Literal["balanced", "joint_accuracy", "oos_recall"] = "balanced"
+    """How the threshold is chosen on validation out-of-scope texts: balanced, joint_accuracy, or oos_recall (best in-scope accuracy that rejects oos_recall_target of them)."""
+    oos_recall_target: Annotated[float, Range("(0, 1]")] = 0.9
+    """With calibration oos_recall: the share of validation out-of-scope texts the threshold must reject."""
     keep_fraction: Annotated[float, Range("(0, 1]")] = 0.95
     """Without out-of-scope validation examples: share of in-scope validation texts to accept."""
     k_shot: NonNegativeInt = 0

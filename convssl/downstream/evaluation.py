@@ -63,6 +63,7 @@ def calibrate(classifier: IntentClassifier, val: Sequence[IntentExample], config
     labels = np.array(classifier.labels, dtype=object)
     correct = labels[logits.argmax(axis=1)] == np.array([e.label for e in in_scope], dtype=object)
     oos_scores = classifier.logits_and_scores([e.text for e in oos])[1] if oos else None
-    result = calibrate_threshold(scores, correct, oos_scores, config.calibration, config.keep_fraction)
+    result = calibrate_threshold(scores, correct, oos_scores, config.calibration, config.keep_fraction,
+                                 config.oos_recall_target)
     classifier.threshold = result.threshold
     return result
