@@ -113,7 +113,7 @@ class FinetuneConfig:
     """Label smoothing of the cross-entropy."""
     class_weights: bool = False
     """Inverse-frequency loss weights (mean 1), for imbalanced sets."""
-    outlier_weight: Annotated[float, Range(">= 0")] = 0.0
+    outlier_weight: Annotated[float, Range(">= 0")] = 0.5
     """Outlier exposure (method full): weight of the loss that pushes out-of-scope train texts and --outliers logs toward a uniform prediction; 0 = off."""
     patience: NonNegativeInt = 3
     """Stop after this many epochs without better validation accuracy and keep the best epoch (0: never)."""

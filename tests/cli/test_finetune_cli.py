@@ -197,7 +197,7 @@ def test_outliers_from_chat_logs_train_the_classifier_and_choose_its_threshold(t
 
 @pytest.mark.parametrize("flags, message", [
     (["--method", "setfit", "outlier_weight=1"], "--outliers needs method: full"),
-    ([], "--outliers needs outlier_weight > 0"),
+    (["outlier_weight=0"], "--outliers needs outlier_weight > 0"),
 ])
 def test_outliers_without_outlier_exposure_get_one_clear_line(tiny_bert, banking, sgd_slice, tmp_path, capsys,
                                                               flags, message):
