@@ -12,7 +12,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,7 @@ from convssl.serve.detectors import (
     human_request_detector,
 )
 from convssl.serve.response_bank import BankEntry, ResponseBank, chitchat_bank, load_bank_file
+from convssl.serve.scope import ScopeCheck, read_scope_examples
 from convssl.serve.smalltalk import SmallTalk, load_smalltalk
 from convssl.serve.spelling import SpellingRepair
 from convssl.utils.compute import autocast
@@ -70,6 +71,7 @@ class Brain:
         self.frustration = frustration
         self.smalltalk = smalltalk
         self.spelling: SpellingRepair | None = None
+        self.scope: ScopeCheck | None = None
         self.config = config
         self._cache: OrderedDict[str, Analysis] = OrderedDict()
         self._lock = threading.Lock()
@@ -130,6 +132,13 @@ class Brain:
         if config.repair_spelling:
             vocabulary = [*classifier.labels, *(a for answers in templates.answers.values() for a in answers)]
             brain.spelling = SpellingRepair(vocabulary)
+        if config.scope.examples:
+            texts, intents = read_scope_examples(config.scope.examples, classifier.labels)
+            with autocast(config.batching.bf16 and backends["encoder"].startswith("torch")):
+                brain.scope = ScopeCheck(texts, intents, encoder, neighbours=config.scope.neighbours,
+                                         keep_fraction=config.scope.keep_fraction,
+                                         batch_size=config.batching.max_batch)
+            LOG.info("scope check: %d training questions, threshold %.3f", len(texts), brain.scope.threshold)
         brain.backends = backends
         LOG.info("models: classifier %s, encoder %s", backends["classifier"], backends["encoder"])
         return brain
@@ -176,16 +185,27 @@ class Brain:
         with torch.inference_mode(), autocast(self.config.batching.bf16):
             return (encoder or self.encoder).embed(texts, batch_size=self.config.batching.max_batch, normalize=True)
 
+    def _check_scope(self, preds: list[Any], emb: np.ndarray) -> list[Any]:
+        """Turns the classifier accepts but whose embedding is far from its intent's training
+        questions become out of scope (`serve/scope.py`)."""
+        if self.scope is None or not preds:
+            return preds
+        near = self.scope.accepts(emb, [p.intent for p in preds])
+        return [p if ok or p.out_of_scope else replace(p, out_of_scope=True) for p, ok in zip(preds, near)]
+
     def _repair_spelling(self, texts: Sequence[str], preds: list[Any]) -> list[Any]:
-        """Rejected turns with a misspelt word go through the classifier once more, corrected; the
-        correction's prediction is kept only where the classifier accepts it."""
+        """Rejected turns with a misspelt word go through the classifier (and the scope check) once
+        more, corrected; the correction's prediction is kept only where it is accepted."""
         if self.spelling is None:
             return preds
         retry = {i: fixed for i, (t, p) in enumerate(zip(texts, preds))
                  if p.out_of_scope and (fixed := self.spelling.repair(t)) != t}
         if not retry:
             return preds
-        second = self._classify(list(retry.values()))
+        fixed_texts = list(retry.values())
+        second = self._classify(fixed_texts)
+        if self.scope is not None:
+            second = self._check_scope(second, self._embed(fixed_texts))
         out = list(preds)
         for i, p in zip(retry, second):
             if not p.out_of_scope:
@@ -200,7 +220,7 @@ class Brain:
         todo = [t for t in dict.fromkeys(texts) if t not in self._cache]
         if todo:
             preds, emb = self._models(todo)
-            preds = self._repair_spelling(todo, preds)
+            preds = self._repair_spelling(todo, self._check_scope(preds, emb))
             human = self.detector.scores(emb)
             frustrated = self.frustration.scores(emb) if self.frustration else np.zeros(len(todo))
             replies = self.bank.best(emb if self.bank_encoder is None else self._embed(todo, self.bank_encoder))

@@ -69,6 +69,23 @@ class SmallTalkConfig:
 
 
 @dataclass
+class ScopeConfig:
+    """A second out-of-scope check in the serve encoder's frozen space (`serve/scope.py`): a turn is
+    understood only when it is near the training questions of the intent the classifier predicts.
+
+    Worth it for a fine-tuned classifier, which is confident on questions its intents do not cover;
+    a head on the frozen serve encoder already sees the same geometry. Off when `examples` is empty.
+    """
+
+    examples: list[str] = field(default_factory=list)
+    """Labelled data (any `convssl finetune --data` format) whose train split is the reference; empty: off."""
+    neighbours: int = 3
+    """Nearest training questions of the predicted intent whose mean cosine is the turn's score."""
+    keep_fraction: float = 0.95
+    """Share of the training questions (each left out in turn) that the threshold accepts."""
+
+
+@dataclass
 class ResponderConfig:
     """The dual-encoder response bank used for small talk and intents without a template.
 
@@ -190,6 +207,8 @@ class ServeConfig:
     """Curated small talk."""
     repair_spelling: bool = False
     """Retry a turn the classifier rejects with its misspelt words corrected (`serve/spelling.py`)."""
+    scope: ScopeConfig = field(default_factory=ScopeConfig)
+    """A nearest-example scope check on top of the classifier's own (off by default)."""
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     """How the models run."""
     limits: LimitsConfig = field(default_factory=LimitsConfig)

@@ -224,3 +224,29 @@ def test_transcript_of_a_wrong_fallback_names_the_classifiers_first_guess():
     lines = [line.strip() for line in transcript(ConversationResult("pending", ["banking"], [fallback, answered]))]
     assert "XX expected pending_transfer, got fallback 0.34 (first guess pending_transfer 0.34)" in lines
     assert "ok expected smalltalk, got smalltalk 0.05" in lines  # right turns stay short
+
+
+def test_cli_scope_check_turns_a_confident_answer_outside_the_intents_into_a_fallback(
+        tmp_path, shared_data, tiny_classifier, minilm_path, responses_file, onnx_cache):
+    import csv
+
+    from tests.serve.conftest import INTENTS, banking_examples
+
+    # the data the test classifier was trained on, as a team would pass its own training file
+    reference = tmp_path / "train.csv"
+    with reference.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        writer.writerows((e.text, e.label) for e in banking_examples(shared_data, INTENTS, 12))
+    path = write(tmp_path, "conversations:\n  - name: savings\n    turns:\n"
+                           "      - user: what interest rate do you pay on savings?\n        expect: fallback\n"
+                           "      - user: how do I change my PIN?\n        expect: change_pin\n")
+    common = ["--classifier", str(tiny_classifier), "--fail-under", "1", str(path), f"encoder_path={minilm_path}",
+              f"responses_file={responses_file}", "responder.bank_size=50", f"batching.onnx_cache_dir={onnx_cache}",
+              "batching.backend=torch"]
+    without = cli("--out", str(tmp_path / "without"), *common)
+    assert without.returncode == 1 and "turns: 1/2 right" in without.stdout, without.stdout + without.stderr
+    assert "expected fallback, got exchange_rate" in without.stdout
+    checked = cli("--out", str(tmp_path / "with"), *common, f"scope.examples=[{reference}]")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "turns: 2/2 right" in checked.stdout
