@@ -71,9 +71,10 @@ ABLATION = {
     "one-round": ("the recipe with one round (one student)", ["pool.rounds=1"]),
     "nocut": ("a top-2-layer student without token cutoff (dropout the student's only noise: the preset before last)",
               ["pool.top_layers=2", "pool.token_cutoff=0"]),
-    "top2": ("a top-2-layer student with token cutoff (the previous preset)", ["pool.top_layers=2"]),
+    "top2": ("a top-2-layer student with token cutoff (the preset before last)", ["pool.top_layers=2"]),
+    "nomemory": ("the 6-block student without the example memory (the previous preset)", ["pool.memory_k=0"]),
 }
-SEEDED_ABLATIONS = ("abl-head", "abl-nocut", "abl-top2")  # on every set and seed; the others on BANKING77 seed 0
+SEEDED_ABLATIONS = ("abl-head", "abl-nocut", "abl-top2", "abl-nomemory")  # on every set and seed; the others on BANKING77 seed 0
 QUICK_ABLATIONS = ("abl-head",)  # --quick: the only variant run off BANKING77 10-shot
 QUICK_POOL = 3000  # --quick: pool utterances per run, so the sequence check stays well inside its time limit
 HEAD_SETS = (("b77", 10), ("b77", 5), ("c150", 10), (UNSEEN, 10))  # the head-only variant on every set
@@ -191,7 +192,9 @@ def render_pool_section(folder: Path, stages: dict[str, Any], minilm: str) -> st
     preset = preset_pool_settings()
     recipe = (f"agreement pseudo-labels, a {preset.get('top_layers', 2)}-block student "
               f"({preset.get('student_epochs')} epochs, {float(preset.get('token_cutoff', 0)):.0%} token cutoff), "
-              f"{preset.get('rounds')} rounds")
+              f"{preset.get('rounds')} rounds"
+              + (f", an example memory ({preset['memory_k']} neighbours, weight {preset.get('memory_weight')})"
+                 if preset.get("memory_k") else ""))
     lines = [START, "## Few-shot + an unlabeled pool: the pool recipe", "",
              "`convssl finetune --config finetune_pool` ([docs/ssl_recipe.md](ssl_recipe.md)) with and without",
              "the pool, which is the set's own train utterances with their labels removed",
@@ -204,8 +207,9 @@ def render_pool_section(folder: Path, stages: dict[str, Any], minilm: str) -> st
              "the 2-core machine with other jobs, so their wall-clock is longer than a run alone",
              "(timed alone: docs/ssl_recipe.md).", "",
              "| set | k | without pool | pool, head only | pool, top-2 student, no cutoff | pool, top-2 student, cutoff "
-             "| pool, the recipe | lift of the recipe | CPU time per run (recipe) | stages (recipe, s) | peak memory |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| pool, 6-block student, no memory | pool, the recipe | lift of the recipe | CPU time per run (recipe) "
+             "| stages (recipe, s) | peak memory |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     lifts: dict[tuple[str, int], float] = {}
     cpu_by_set: dict[str, list[float]] = {}
     peak_all = 0.0
@@ -215,6 +219,7 @@ def render_pool_section(folder: Path, stages: dict[str, Any], minilm: str) -> st
         head_text = cell(runs, key, k, "abl-head")[0]
         nocut_text = cell(runs, key, k, "abl-nocut")[0]
         top2_text = cell(runs, key, k, "abl-top2")[0]
+        nomemory_text = cell(runs, key, k, "abl-nomemory")[0]
         pool_text, pooled, chosen = cell(runs, key, k, "pool")
         if not base and not pooled:
             continue
@@ -228,7 +233,8 @@ def render_pool_section(folder: Path, stages: dict[str, Any], minilm: str) -> st
             cpu_by_set[key] = cpu
         peak_all = max(peak_all, peak)
         title = SETS[key][0] if key in SETS else "SGD user intents (12, a set convssl was never tuned on)"
-        lines.append(f"| {title} | {k} | {base_text} | {head_text} | {nocut_text} | {top2_text} | {pool_text} | "
+        lines.append(f"| {title} | {k} | {base_text} | {head_text} | {nocut_text} | {top2_text} | {nomemory_text} | "
+                     f"{pool_text} | "
                      f"{'–' if lift != lift else f'{lift:+.1f}'} | {_span(cpu)} | {stage_times(chosen)} | "
                      f"{f'{peak:.1f} GiB' if peak else '–'} |")
     full = {v: runs.get(f"b77-full-{v}-seed0") for v in ("nopool", "pool")}

@@ -44,6 +44,8 @@ class PoolConfig:
     shots plus the kept pool utterances for `student_epochs`, then a logistic-regression head is
     fitted on its embeddings; `rounds` repeats labelling and student training with the student
     as the next teacher. With no pool only the teacher is trained: the same recipe without the pool.
+    With a pool, the saved classifier also keeps an example memory (`memory_k`): its probabilities mix
+    the head's with a vote of the nearest shots and kept pool utterances.
     """
 
     top_layers: PositiveInt = 2
@@ -74,6 +76,13 @@ class PoolConfig:
     """Inverse L2 strength of the logistic-regression head."""
     max_pool: Annotated[int, Range(">= 2")] = 30000
     """Pool utterances used at most (a seeded sample)."""
+    memory_k: NonNegativeInt = 10
+    """Nearest examples whose vote the saved classifier mixes with its head (0: no memory); the memory
+    holds the last student's embeddings of the shots and the kept pool utterances."""
+    memory_weight: Annotated[float, Range("(0, 1]")] = 0.3
+    """Share of the memory's vote in the class probabilities (the head has the rest)."""
+    memory_temperature: Annotated[float, Range("> 0")] = 0.05
+    """Temperature of the softmax over the nearest examples' cosine similarities in the vote."""
 
 
 @dataclass

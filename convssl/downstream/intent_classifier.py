@@ -31,6 +31,7 @@ from convssl.models.reference import check_model_folder
 META_FILE = "convssl_intent.json"
 HEAD_FILE = "head.safetensors"
 OOS_STATS_FILE = "oos_stats.safetensors"
+MEMORY_FILE = "memory.safetensors"
 SCORES = ("max_softmax", "energy", "mahalanobis")
 KINDS = ("sequence_classification", "pooled", "setfit")
 POOLED_KINDS = ("pooled", "setfit")  # encoder + linear head on the normalised pooled embedding
@@ -94,17 +95,21 @@ class IntentClassifier:
         meta: IntentMeta,
         head: tuple[torch.Tensor, torch.Tensor] | None = None,
         oos_stats: dict[str, torch.Tensor] | None = None,
+        memory: ExampleMemory | None = None,
     ):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.meta = meta
         self.head = head
         self.oos_stats = oos_stats
+        self.memory = memory
         if meta.kind == "sequence_classification" and not meta.labels:
             id2label = model.config.id2label
             meta.labels = [str(id2label[i]) for i in range(len(id2label))]
         if meta.kind in POOLED_KINDS and head is None:
             raise ValueError(f"a {meta.kind} classifier needs its linear head (weight, bias)")
+        if memory is not None and (meta.kind not in POOLED_KINDS or meta.score != "max_softmax"):
+            raise ValueError("an example memory needs a pooled classifier with the max_softmax score")
 
     # ----------------------------------------------------------------- properties
     @property
@@ -150,7 +155,8 @@ class IntentClassifier:
             stats = {k: v.float() for k, v in load_file(str(folder / OOS_STATS_FILE)).items()}
         elif meta.score == "mahalanobis":
             raise ValueError(f"{folder}: score 'mahalanobis' needs {OOS_STATS_FILE} (class means and precision)")
-        return cls(model, tokenizer, meta, head=head, oos_stats=stats)
+        memory = ExampleMemory.load(folder / MEMORY_FILE, meta.extra) if (folder / MEMORY_FILE).exists() else None
+        return cls(model, tokenizer, meta, head=head, oos_stats=stats, memory=memory)
 
     def save(self, path: str | Path) -> Path:
         from safetensors.torch import save_file
@@ -164,6 +170,9 @@ class IntentClassifier:
                       str(folder / HEAD_FILE))
         if self.oos_stats is not None:
             save_file({k: v.contiguous() for k, v in self.oos_stats.items()}, str(folder / OOS_STATS_FILE))
+        if self.memory is not None:
+            self.meta.extra.update(self.memory.settings())
+            self.memory.save(folder / MEMORY_FILE)
         (folder / META_FILE).write_text(json.dumps(self.meta.to_dict(), indent=2, ensure_ascii=False),
                                         encoding="utf-8")
         return folder
@@ -184,13 +193,22 @@ class IntentClassifier:
             hidden = self.model(**inputs).last_hidden_state
             emb = pool(hidden, batch["attention_mask"], self.meta.pooling).float()
             emb = torch.nn.functional.normalize(emb, dim=-1)
-            weight, bias = self.head
-            return emb @ weight.T + bias, emb
+            return self.head_logits(emb), emb
         out = self.model(**inputs, output_hidden_states=want_features)
         features = None
         if want_features:
             features = pool(out.hidden_states[-1], batch["attention_mask"], self.meta.pooling).float()
         return out.logits.float(), features
+
+    def head_logits(self, emb: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+        """The head's logits on L2-normalised embeddings; with an example memory, the log of its
+        mixture with the memory's neighbour vote (so that softmax gives the mixed probabilities).
+        `exclude`: per row, a memory row that is the text itself (scoring the memory's own texts)."""
+        weight, bias = self.head
+        logits = emb @ weight.T + bias
+        if self.memory is None:
+            return logits
+        return self.memory.mix(logits, emb, exclude)
 
     def _length_sorted_batches(self, texts: Sequence[str], batch_size: int, want_features: bool
                                ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor | None]]:
@@ -302,3 +320,56 @@ def fit_mahalanobis(features: np.ndarray, label_ids: np.ndarray, num_labels: int
     precision = np.linalg.pinv(cov)
     return {"means": torch.from_numpy(means.astype(np.float32)),
             "precision": torch.from_numpy(precision.astype(np.float32))}
+
+
+class ExampleMemory:
+    """Labelled embeddings kept beside the head: a text's class probabilities mix the head's with
+    a vote of its `k` nearest memory rows (cosine similarity, softmax-weighted at `temperature`).
+
+    The pool recipe keeps its student's embeddings of the shots and of the pseudo-labelled pool
+    utterances: the vote reads the pool's local structure, which a linear head smooths over.
+    """
+
+    def __init__(self, embeddings: torch.Tensor, labels: torch.Tensor, *, k: int = 10, weight: float = 0.3,
+                 temperature: float = 0.05):
+        if len(embeddings) != len(labels) or len(embeddings) == 0:
+            raise ValueError("an example memory needs as many labels as embeddings, and at least one")
+        if k < 1 or not 0 < weight <= 1 or temperature <= 0:
+            raise ValueError("example memory: k >= 1, weight in (0, 1] and temperature > 0")
+        self.embeddings = embeddings.float()
+        self.labels = labels.long()
+        self.k, self.weight, self.temperature = k, weight, temperature
+
+    def settings(self) -> dict[str, float]:
+        return {"memory_k": self.k, "memory_weight": self.weight, "memory_temperature": self.temperature}
+
+    def vote(self, emb: torch.Tensor, num_labels: int, exclude: torch.Tensor | None = None) -> torch.Tensor:
+        """[N, C] class probabilities from each row's nearest memory rows."""
+        sims = emb.float() @ self.embeddings.T
+        if exclude is not None:  # a memory text is not its own neighbour
+            rows = torch.nonzero(exclude >= 0).squeeze(1)
+            sims[rows, exclude[rows]] = -float("inf")
+        k = min(self.k, sims.shape[1] - (1 if exclude is not None else 0))
+        top, idx = sims.topk(max(k, 1), dim=1)
+        weights = torch.softmax(top / self.temperature, dim=1)
+        votes = torch.zeros(len(emb), num_labels, dtype=weights.dtype)
+        return votes.scatter_add_(1, self.labels[idx], weights)
+
+    def mix(self, logits: torch.Tensor, emb: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+        probs = (1 - self.weight) * torch.softmax(logits.float(), dim=-1)
+        probs = probs + self.weight * self.vote(emb, logits.shape[-1], exclude)
+        return torch.log(probs.clamp_min(1e-12))
+
+    def save(self, path: Path) -> None:
+        from safetensors.torch import save_file
+
+        save_file({"embeddings": self.embeddings.contiguous(), "labels": self.labels.contiguous()}, str(path))
+
+    @classmethod
+    def load(cls, path: Path, settings: dict[str, Any]) -> ExampleMemory:
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(path))
+        return cls(tensors["embeddings"], tensors["labels"], k=int(settings.get("memory_k", 10)),
+                   weight=float(settings.get("memory_weight", 0.3)),
+                   temperature=float(settings.get("memory_temperature", 0.05)))

@@ -43,7 +43,8 @@ class OnnxIntentClassifier(IntentClassifier):
     call_cost: float = 9.0
 
     def __init__(self, base: IntentClassifier, session: Any, precision: str):
-        super().__init__(base.model, base.tokenizer, base.meta, head=base.head, oos_stats=base.oos_stats)
+        super().__init__(base.model, base.tokenizer, base.meta, head=base.head, oos_stats=base.oos_stats,
+                         memory=base.memory)
         self.session = session
         self.precision = precision
         self.report: ExportReport | None = None
@@ -53,8 +54,7 @@ class OnnxIntentClassifier(IntentClassifier):
         outputs = self.session.run(None, feeds)
         if self.meta.kind in POOLED_KINDS:
             emb = torch.nn.functional.normalize(torch.from_numpy(outputs[0]).float(), dim=-1)
-            weight, bias = self.head
-            return emb @ weight.T + bias, emb
+            return self.head_logits(emb), emb
         return torch.from_numpy(outputs[0]).float(), torch.from_numpy(outputs[1]).float()
 
     def _forward(self, texts: Sequence[str], want_features: bool) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -52,6 +52,9 @@ def test_the_pool_lifts_a_two_shot_classifier(banking, tmp_path, capsys):
     classifier = IntentClassifier.load(with_pool)
     assert classifier.threshold is not None
     assert classifier.predict(["my new card still hasn't come"])[0].intent == "card_arrival"
+    # the saved classifier keeps its example memory (shots + kept pool utterances); without a pool, none
+    assert len(classifier.memory.embeddings) == 2 * len(INTENTS) + lifted["pool"]["rounds"][-1]["kept"]
+    assert IntentClassifier.load(without).memory is None
 
 
 @pytest.mark.parametrize("pool, flags, message", [
