@@ -155,7 +155,7 @@ class IntentClassifier:
             stats = {k: v.float() for k, v in load_file(str(folder / OOS_STATS_FILE)).items()}
         elif meta.score == "mahalanobis":
             raise ValueError(f"{folder}: score 'mahalanobis' needs {OOS_STATS_FILE} (class means and precision)")
-        memory = ExampleMemory.load(folder / MEMORY_FILE, meta.extra) if (folder / MEMORY_FILE).exists() else None
+        memory = ExampleMemory.load(folder / MEMORY_FILE) if (folder / MEMORY_FILE).exists() else None
         return cls(model, tokenizer, meta, head=head, oos_stats=stats, memory=memory)
 
     def save(self, path: str | Path) -> Path:
@@ -171,7 +171,6 @@ class IntentClassifier:
         if self.oos_stats is not None:
             save_file({k: v.contiguous() for k, v in self.oos_stats.items()}, str(folder / OOS_STATS_FILE))
         if self.memory is not None:
-            self.meta.extra.update(self.memory.settings())
             self.memory.save(folder / MEMORY_FILE)
         (folder / META_FILE).write_text(json.dumps(self.meta.to_dict(), indent=2, ensure_ascii=False),
                                         encoding="utf-8")
@@ -361,15 +360,19 @@ class ExampleMemory:
         return torch.log(probs.clamp_min(1e-12))
 
     def save(self, path: Path) -> None:
+        """The rows and, as the file's metadata, the settings: one file says how to use it."""
         from safetensors.torch import save_file
 
-        save_file({"embeddings": self.embeddings.contiguous(), "labels": self.labels.contiguous()}, str(path))
+        save_file({"embeddings": self.embeddings.contiguous(), "labels": self.labels.contiguous()}, str(path),
+                  metadata={key: str(value) for key, value in self.settings().items()})
 
     @classmethod
-    def load(cls, path: Path, settings: dict[str, Any]) -> ExampleMemory:
-        from safetensors.torch import load_file
+    def load(cls, path: Path) -> ExampleMemory:
+        from safetensors import safe_open
 
-        tensors = load_file(str(path))
-        return cls(tensors["embeddings"], tensors["labels"], k=int(settings.get("memory_k", 10)),
+        with safe_open(str(path), framework="pt") as handle:
+            settings = handle.metadata() or {}
+            embeddings, labels = handle.get_tensor("embeddings"), handle.get_tensor("labels")
+        return cls(embeddings, labels, k=int(settings.get("memory_k", 10)),
                    weight=float(settings.get("memory_weight", 0.3)),
                    temperature=float(settings.get("memory_temperature", 0.05)))

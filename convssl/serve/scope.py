@@ -39,10 +39,10 @@ class ScopeCheck:
             raise ValueError("scope check: neighbours must be >= 1 and keep_fraction in (0, 1]")
         self.neighbours = neighbours
         embedded = encoder.embed(list(texts), batch_size=batch_size, normalize=True)
-        self.examples: dict[str, np.ndarray] = {}
-        for label in dict.fromkeys(labels):
-            rows = [i for i, lab in enumerate(labels) if lab == label]
-            self.examples[label] = np.asarray(embedded[rows], dtype=np.float32)
+        rows: dict[str, list[int]] = {}
+        for i, label in enumerate(labels):
+            rows.setdefault(label, []).append(i)
+        self.examples = {label: np.asarray(embedded[idx], dtype=np.float32) for label, idx in rows.items()}
         held_out = np.concatenate([self._leave_one_out(e) for e in self.examples.values()])
         self.threshold = float(np.quantile(held_out, 1.0 - keep_fraction)) if len(held_out) else 0.0
 

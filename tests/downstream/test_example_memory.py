@@ -46,3 +46,11 @@ def test_mix_gives_log_probabilities_of_head_and_vote():
 def test_bad_settings_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ExampleMemory(**kwargs)
+
+
+def test_saved_memory_loads_with_its_settings(tmp_path):
+    memory = ExampleMemory(MEMORY, LABELS, k=3, weight=0.4, temperature=0.1)
+    memory.save(tmp_path / "memory.safetensors")
+    loaded = ExampleMemory.load(tmp_path / "memory.safetensors")
+    assert loaded.settings() == memory.settings()
+    assert torch.equal(loaded.embeddings, memory.embeddings) and torch.equal(loaded.labels, memory.labels)
