@@ -59,22 +59,41 @@ def cut_tokens(mask: torch.Tensor, fraction: float, generator: torch.Generator) 
     return mask * keep
 
 
+def drop_cut_tokens(hidden: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch without its masked tokens: each row's kept tokens moved to the front, in order,
+    and the batch narrowed to the longest row.
+
+    Why: the top layers neither attend to nor pool a masked token, and every other operation in
+    a block is per token, so a kept token's output is the same with the masked ones gone; only
+    the compute spent on them (the cutoff's share plus padding) is saved."""
+    keep = mask.bool()
+    width = int(keep.sum(1).max())
+    # A stable sort on "dropped" moves the kept positions to the front in their original order.
+    order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices[:, :width]
+    rows = torch.arange(hidden.shape[0])[:, None]
+    return hidden[rows, order], mask[rows, order]
+
+
 def train_top_layers(encoder: TopLayerEncoder, cached: CachedStates, rows: Sequence[int], label_ids: np.ndarray,
                      num_labels: int, *, epochs: int, min_steps: int, batch_size: int, lr: float,
                      scale: float, label_smoothing: float, weight_decay: float, seed: int,
-                     token_cutoff: float = 0.0, desc: str = "train") -> list[float]:
+                     token_cutoff: float = 0.0, desc: str = "train",
+                     start_embeddings: np.ndarray | None = None) -> list[float]:
     """Tune the top layers (in place) and return the loss per step.
 
     `rows` index `cached`; `label_ids[i]` is the label of `rows[i]`. The number of steps is
     `epochs` passes over the rows, at least `min_steps` (a handful of shots is too few batches
     for the optimiser to move). `token_cutoff` hides that share of each training text's tokens
-    (`cut_tokens`): with dropout, the student's noise."""
+    (`cut_tokens`): with dropout, the student's noise. `start_embeddings`: the rows' embeddings
+    through the top as it is now, when the caller has them (they seed the prototypes)."""
     rows = np.asarray(rows)
-    embeddings = encoder.embed(CachedStates([cached.states[i] for i in rows]))
+    embeddings = (start_embeddings if start_embeddings is not None
+                  else encoder.embed(CachedStates([cached.states[i] for i in rows])))
     prototypes = torch.nn.Parameter(torch.from_numpy(class_centroids(embeddings, label_ids, num_labels)))
     params = encoder.top_parameters()
     optimizer = torch.optim.AdamW([{"params": params, "lr": lr, "weight_decay": weight_decay},
-                                   {"params": [prototypes], "lr": 10 * lr, "weight_decay": 0.0}])
+                                   {"params": [prototypes], "lr": 10 * lr, "weight_decay": 0.0}],
+                                  fused=True)  # one kernel per tensor: the per-tensor loop was 15% of a step
     per_epoch = math.ceil(len(rows) / batch_size)
     steps = max(min_steps, epochs * per_epoch)
     scheduler = linear_schedule(optimizer, int(0.1 * steps), steps)
@@ -93,11 +112,11 @@ def train_top_layers(encoder: TopLayerEncoder, cached: CachedStates, rows: Seque
             batches = length_bucketed_batches(lengths, batch_size, rng)
         batch = batches.pop()
         hidden, mask = cached.batch(rows[batch])
-        emb = encoder.forward_top(hidden, cut_tokens(mask, token_cutoff, cutoff_rng))
+        emb = encoder.forward_top(*drop_cut_tokens(hidden, cut_tokens(mask, token_cutoff, cutoff_rng)))
         logits = scale * emb @ torch.nn.functional.normalize(prototypes, dim=-1).T
         loss = loss_fn(logits, targets[batch])
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)

@@ -54,14 +54,12 @@ class CachedStates:
         return len(self.states)
 
     def batch(self, rows: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """([B, T, dim] fp32 states padded with zeros, [B, T] 0/1 mask); one padding copy per
+        batch (row-by-row copies were a tenth of a student step)."""
         chosen = [self.states[i] for i in rows]
-        width = max(s.shape[0] for s in chosen)
-        dim = chosen[0].shape[1]
-        hidden = torch.zeros((len(chosen), width, dim), dtype=torch.float32)
-        mask = torch.zeros((len(chosen), width), dtype=torch.long)
-        for i, s in enumerate(chosen):
-            hidden[i, : s.shape[0]] = s.float()
-            mask[i, : s.shape[0]] = 1
+        hidden = torch.nn.utils.rnn.pad_sequence(chosen, batch_first=True).float()
+        lengths = torch.tensor([s.shape[0] for s in chosen])
+        mask = (torch.arange(hidden.shape[1])[None, :] < lengths[:, None]).long()
         return hidden, mask
 
 

@@ -252,14 +252,16 @@ def register_attention() -> None:
     AttentionMaskInterface.register(ATTENTION_NAME, eager_mask)
 
 
-def speed_up_encoder(backbone: nn.Module) -> None:
-    """Swap in the cheaper dropout, LayerNorm and attention; weights and maths stay the model's."""
+def speed_up_encoder(backbone: nn.Module, *, low_precision_norm: bool = True) -> None:
+    """Swap in the cheaper dropout, LayerNorm and attention; weights and maths stay the model's.
+    `low_precision_norm=False` keeps the stock LayerNorm, so the residual stream stays fp32 under
+    autocast."""
     register_attention()
     for module in list(backbone.modules()):
         for attr, sub in list(module.named_children()):
             if type(sub) is nn.Dropout:
                 setattr(module, attr, FastDropout(sub.p))
-            elif type(sub) is nn.LayerNorm:
+            elif type(sub) is nn.LayerNorm and low_precision_norm:
                 sub.__class__ = LowPrecisionLayerNorm
         name = type(module).__name__
         if name == "BertSelfAttention" and FUSED_ATTENTION:

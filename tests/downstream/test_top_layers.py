@@ -6,9 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from convssl.downstream.prototype_training import cut_tokens, length_bucketed_batches, train_top_layers
+from convssl.downstream.prototype_training import (
+    cut_tokens,
+    drop_cut_tokens,
+    length_bucketed_batches,
+    train_top_layers,
+)
 from convssl.downstream.top_layers import TopLayerEncoder, UnsupportedEncoderError
 from convssl.models.encoder import Encoder
+from convssl.models.fast import speed_up_encoder
 from tests.evaluate import slices
 
 tiny_bert = slices.tiny_bert
@@ -78,3 +84,40 @@ def test_training_with_token_cutoff_still_learns_and_is_seeded(tiny_bert):
     losses = run()
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
     assert run() == losses
+
+
+def test_a_cached_batch_is_zero_padded_and_masked(tiny_bert):
+    encoder = Encoder.load(tiny_bert, max_length=32)
+    top = TopLayerEncoder(encoder.model, encoder.tokenizer, top=1, max_length=32, bf16=False)
+    cached = top.cache(TEXTS)
+    hidden, mask = cached.batch([1, 0])
+    lengths = [cached.states[1].shape[0], cached.states[0].shape[0]]
+    assert hidden.dtype == torch.float32 and hidden.shape[:2] == mask.shape == (2, max(lengths))
+    assert mask.sum(1).tolist() == lengths
+    assert torch.equal(hidden[0, : lengths[0]], cached.states[1].float())
+    assert torch.all(hidden[mask == 0] == 0)
+
+
+def test_dropping_the_cut_tokens_leaves_the_embeddings_unchanged(tiny_bert):
+    """The student skips the cut tokens instead of masking them: the same embeddings, less compute."""
+    encoder = Encoder.load(tiny_bert, max_length=32)
+    top = TopLayerEncoder(encoder.model, encoder.tokenizer, top=2, max_length=32, bf16=False)
+    cached = top.cache(TEXTS)
+    hidden, mask = cached.batch(range(len(TEXTS)))
+    cut = cut_tokens(mask, 0.3, torch.Generator().manual_seed(0))
+    narrow, narrow_mask = drop_cut_tokens(hidden, cut)
+    assert narrow.shape[1] == int(cut.sum(1).max()) < hidden.shape[1]
+    assert narrow_mask.sum(1).tolist() == cut.sum(1).tolist()
+    with torch.no_grad():
+        masked, dropped = top.forward_top(hidden, cut), top.forward_top(narrow, narrow_mask)
+    assert torch.allclose(masked, dropped, atol=1e-5)
+
+
+def test_the_fast_kernels_compute_the_same_top_layers(tiny_bert):
+    """The pool recipe swaps in the pretraining kernels; outside training they are the same function."""
+    encoder = Encoder.load(tiny_bert, max_length=32)
+    top = TopLayerEncoder(encoder.model, encoder.tokenizer, top=2, max_length=32, bf16=False)
+    cached = top.cache(TEXTS)
+    stock = top.embed(cached)
+    speed_up_encoder(encoder.model)
+    assert np.abs(top.embed(cached) - stock).max() < 1e-5
