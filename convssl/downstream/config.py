@@ -124,6 +124,8 @@ class FinetuneConfig:
     """Inverse-frequency loss weights (mean 1), for imbalanced sets."""
     outlier_weight: Annotated[float, Range(">= 0")] = 0.5
     """Outlier exposure (method full): weight of the loss that pushes out-of-scope train texts and --outliers logs toward a uniform prediction; 0 = off."""
+    memory_weights: list[Annotated[float, Range("(0, 1]")]] = field(default_factory=lambda: [0.1, 0.2, 0.3])
+    """Method full, pooled head: example-memory weights tried on validation after training (a vote of the 10 nearest training examples mixed with the head); the most accurate, or none, is kept; [] = off."""
     patience: NonNegativeInt = 3
     """Stop after this many epochs without better validation accuracy and keep the best epoch (0: never)."""
     val_fraction: Annotated[float, Range("[0, 1)")] = 0.1

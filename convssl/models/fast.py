@@ -260,7 +260,9 @@ def speed_up_encoder(backbone: nn.Module, *, low_precision_norm: bool = True) ->
     for module in list(backbone.modules()):
         for attr, sub in list(module.named_children()):
             if type(sub) is nn.Dropout:
-                setattr(module, attr, FastDropout(sub.p))
+                fast = FastDropout(sub.p)
+                fast.train(sub.training)  # a new module starts in training mode: keep the model's mode
+                setattr(module, attr, fast)
             elif type(sub) is nn.LayerNorm and low_precision_norm:
                 sub.__class__ = LowPrecisionLayerNorm
         name = type(module).__name__

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from convssl.downstream.config import FinetuneConfig
+from convssl.downstream.evaluation import closed_set_accuracy
 from convssl.downstream.finetune import finetune_intent
 from convssl.downstream.intent_classifier import IntentClassifier
 from convssl.downstream.training import fit_head
@@ -78,3 +81,29 @@ def test_mahalanobis_score_with_a_validation_split_trains_and_reloads(tiny_bert,
     assert reloaded.threshold is not None and reloaded.threshold < 0  # minus a distance
     texts = [e.text for e in test]
     assert np.allclose(reloaded.logits_and_scores(texts)[1], classifier.logits_and_scores(texts)[1], atol=1e-3)
+
+
+def test_full_fine_tuning_keeps_an_example_memory_only_when_validation_prefers_it(tiny_bert, banking, tmp_path):  # noqa: F811
+    train, _ = banking
+    val = train[::4]
+    rest = [e for e in train if e not in val]
+    config = FinetuneConfig(epochs=2, lr=2e-3, memory_weights=[0.3, 1.0], **FAST)
+    classifier = finetune_intent(tiny_bert, rest, val, config, tmp_path / "clf")
+    info = json.loads((tmp_path / "clf" / "training.json").read_text(encoding="utf-8"))["memory"]
+    scores = info["validation_accuracy"]
+    assert set(scores) == {"0.0", "0.3", "1.0"}
+    kept, memory = info["kept"], classifier.memory
+    classifier.memory = None
+    assert scores["0.0"] == pytest.approx(closed_set_accuracy(classifier, val), abs=1e-4)
+    classifier.memory = memory
+    # the saved classifier is the best-scoring choice, the head alone on a tie
+    assert closed_set_accuracy(classifier, val) == pytest.approx(max(scores.values()), abs=1e-4)
+    assert kept == (max(scores["0.3"], scores["1.0"]) > scores["0.0"])
+    reloaded = IntentClassifier.load(tmp_path / "clf")
+    assert (reloaded.memory is not None) == kept
+    if kept:
+        assert len(reloaded.memory.embeddings) == len(rest)
+        assert reloaded.memory.weight == info["weight"]
+    off = finetune_intent(tiny_bert, rest, val, FinetuneConfig(epochs=1, lr=2e-3, memory_weights=[], **FAST),
+                          tmp_path / "off")
+    assert off.memory is None and IntentClassifier.load(tmp_path / "off").memory is None

@@ -118,6 +118,8 @@ def test_the_fast_kernels_compute_the_same_top_layers(tiny_bert):
     encoder = Encoder.load(tiny_bert, max_length=32)
     top = TopLayerEncoder(encoder.model, encoder.tokenizer, top=2, max_length=32, bf16=False)
     cached = top.cache(TEXTS)
-    stock = top.embed(cached)
-    speed_up_encoder(encoder.model)
+    stock, stock_full = top.embed(cached), encoder.embed(TEXTS, normalize=True)
+    speed_up_encoder(encoder.model, low_precision_norm=False)
+    # the model is in eval mode: the swapped-in dropout must be too (no re-`eval()` in between)
+    assert np.abs(encoder.embed(TEXTS, normalize=True) - stock_full).max() < 1e-5
     assert np.abs(top.embed(cached) - stock).max() < 1e-5
