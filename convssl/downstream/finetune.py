@@ -142,20 +142,9 @@ def _pooled_classifier(run: TrainingRun) -> tuple[IntentClassifier, list[dict]]:
     return current(), history
 
 
-@torch.inference_mode()
-def _features(classifier: IntentClassifier, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(head logits without a memory, pooled features) of `texts`, in the classifier's order."""
-    logits, features = [], []
-    for start in range(0, len(texts), 64):
-        chunk_logits, chunk_features = classifier._forward(list(texts[start : start + 64]), want_features=True)
-        logits.append(chunk_logits)
-        features.append(chunk_features)
-    return torch.cat(logits), torch.cat(features)
-
-
 def _mahalanobis_stats(classifier: IntentClassifier, train: Sequence[IntentExample],
                        label_index: dict[str, int]) -> dict[str, torch.Tensor]:
-    features = _features(classifier, [e.text for e in train])[1].numpy()
+    features = classifier.logits_and_features([e.text for e in train])[1].numpy()
     ids = np.array([label_index[e.label] for e in train])
     return fit_mahalanobis(features, ids, len(label_index))
 
@@ -173,9 +162,9 @@ def _choose_memory(classifier: IntentClassifier, run: TrainingRun) -> dict[str, 
     val = [e for e in run.val if e.label in index]
     if not val:
         return {"kept": False, "reason": "no in-scope validation examples"}
-    train_emb = _features(classifier, [e.text for e in run.train])[1]
+    train_emb = classifier.logits_and_features([e.text for e in run.train])[1]
     train_ids = torch.tensor([index[e.label] for e in run.train])
-    logits, emb = _features(classifier, [e.text for e in val])
+    logits, emb = classifier.logits_and_features([e.text for e in val])
     gold = torch.tensor([index[e.label] for e in val])
     scores = {0.0: float((logits.argmax(1) == gold).float().mean())}
     for weight in sorted(run.config.memory_weights):

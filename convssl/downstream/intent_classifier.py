@@ -228,6 +228,17 @@ class IntentClassifier:
         return out
 
     @torch.inference_mode()
+    def logits_and_features(self, texts: Sequence[str], batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class logits and the pooled features (what the Mahalanobis statistics and an example
+        memory are fitted on) of every text, in the texts' order."""
+        logits = torch.zeros((len(texts), len(self.labels)))
+        features = torch.zeros((len(texts), int(self.model.config.hidden_size)))
+        for idx, batch_logits, batch_features in self._length_sorted_batches(texts, batch_size, True):
+            rows = torch.from_numpy(idx)
+            logits[rows], features[rows] = batch_logits.float(), batch_features.float()
+        return logits, features
+
+    @torch.inference_mode()
     def logits_and_scores(self, texts: Sequence[str], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
         """Class logits and the in-scope score of each text (higher = more in scope)."""
         logits = np.zeros((len(texts), len(self.labels)), dtype=np.float32)

@@ -19,6 +19,7 @@ import torch
 
 from convssl.downstream.top_layers import CachedStates, TopLayerEncoder
 from convssl.downstream.training import linear_schedule
+from convssl.train.optim import fused_adamw
 from convssl.utils.progress import progress_bar
 
 
@@ -91,9 +92,8 @@ def train_top_layers(encoder: TopLayerEncoder, cached: CachedStates, rows: Seque
                   else encoder.embed(CachedStates([cached.states[i] for i in rows])))
     prototypes = torch.nn.Parameter(torch.from_numpy(class_centroids(embeddings, label_ids, num_labels)))
     params = encoder.top_parameters()
-    optimizer = torch.optim.AdamW([{"params": params, "lr": lr, "weight_decay": weight_decay},
-                                   {"params": [prototypes], "lr": 10 * lr, "weight_decay": 0.0}],
-                                  fused=True)  # one kernel per tensor: the per-tensor loop was 15% of a step
+    optimizer = fused_adamw([{"params": params, "lr": lr, "weight_decay": weight_decay},
+                             {"params": [prototypes], "lr": 10 * lr, "weight_decay": 0.0}], prototypes.device)
     per_epoch = math.ceil(len(rows) / batch_size)
     steps = max(min_steps, epochs * per_epoch)
     scheduler = linear_schedule(optimizer, int(0.1 * steps), steps)
