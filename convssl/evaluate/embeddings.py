@@ -37,6 +37,11 @@ class Representation:
     def features(self, texts: Sequence[str]) -> Any:
         raise NotImplementedError
 
+    def prompted(self, texts: Sequence[str], prompt_name: str) -> list[str]:
+        """`texts` as this representation's model expects them for one role ("query": contexts,
+        "document": replies); only encoders saved with prompts change them."""
+        return list(texts)
+
     @property
     def is_encoder(self) -> bool:
         return False
@@ -58,6 +63,9 @@ class EncoderRepresentation(Representation):
     @property
     def is_encoder(self) -> bool:
         return True
+
+    def prompted(self, texts: Sequence[str], prompt_name: str) -> list[str]:
+        return self.encoder.prompted(texts, prompt_name) if self.encoder else list(texts)
 
     def features(self, texts: Sequence[str]) -> np.ndarray:
         import time

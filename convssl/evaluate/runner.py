@@ -462,7 +462,9 @@ class Runner:
         contexts = [p[0] for p in pairs]
         responses = [p[1] for p in pairs]
         for rep in self.representations():
-            (ctx, resp), feat_s = self._features(rep, contexts + responses, contexts, responses)
+            # a response encoder saved with prompts ("query" for contexts, "document" for replies) gets them
+            ctx_in, resp_in = rep.prompted(contexts, "query"), rep.prompted(responses, "document")
+            (ctx, resp), feat_s = self._features(rep, ctx_in + resp_in, ctx_in, resp_in)
             t0 = time.perf_counter()
             metrics = recall_at_k(ctx, resp, c.response.candidates)
             metrics["features_seconds"] = round(feat_s, 3)

@@ -20,6 +20,7 @@ Pooling = Literal["mean", "cls"]
 
 
 WEIGHT_SUFFIXES = {".json", ".safetensors", ".bin", ".txt", ".model"}
+PROMPTS_FILE = "config_sentence_transformers.json"  # sentence-transformers keeps its prompts here
 
 
 def folder_fingerprint(path: str | Path | None) -> list[Any]:
@@ -40,11 +41,14 @@ def folder_fingerprint(path: str | Path | None) -> list[Any]:
 class Encoder:
     """A frozen encoder: texts in, L2-normalisable float32 vectors out."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer, pooling: Pooling = "mean", max_length: int = 128):
+    def __init__(self, model: torch.nn.Module, tokenizer, pooling: Pooling = "mean", max_length: int = 128,
+                 prompts: dict[str, str] | None = None):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.pooling = pooling
         self.max_length = max_length
+        #: name -> text put before an input: a response encoder's "query" (contexts) and "document" (replies)
+        self.prompts = dict(prompts or {})
 
     @classmethod
     def load(cls, path: str | Path, pooling: Pooling = "mean", max_length: int = 128) -> Encoder:
@@ -53,7 +57,12 @@ class Encoder:
         folder = resolve_model_path(path)
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         model = AutoModel.from_pretrained(str(folder), local_files_only=True)
-        return cls(model, tokenizer, pooling=pooling, max_length=max_length)
+        return cls(model, tokenizer, pooling=pooling, max_length=max_length, prompts=read_prompts(folder))
+
+    def prompted(self, texts: Sequence[str], prompt_name: str) -> list[str]:
+        """`texts` with the model's prompt of that name in front (unchanged when it has none)."""
+        prompt = self.prompts.get(prompt_name, "")
+        return [prompt + t for t in texts] if prompt else list(texts)
 
     @property
     def dim(self) -> int:
@@ -82,6 +91,22 @@ class Encoder:
         if normalize:
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out
+
+
+def read_prompts(folder: str | Path) -> dict[str, str]:
+    """The prompts in a model folder's `config_sentence_transformers.json` ({} without one)."""
+    import json
+
+    path = Path(folder) / PROMPTS_FILE
+    if not path.exists():
+        return {}
+    try:
+        prompts = json.loads(path.read_text(encoding="utf-8")).get("prompts") or {}
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise ValueError(f"{path}: not a sentence-transformers settings file ({exc})") from exc
+    if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
+        raise ValueError(f"{path}: 'prompts' must map names to strings")
+    return {str(k): v for k, v in prompts.items()}
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling = "mean") -> torch.Tensor:

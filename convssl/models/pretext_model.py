@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from convssl.data.special_tokens import special_ids
+from convssl.models.encoder import PROMPTS_FILE
 from convssl.models.fast import speed_up_encoder
 from convssl.models.local import WEIGHT_FILE, load_backbone
 from convssl.models.presets import DECODER_ARCHS, ModelConfig, ModelConfigError, hf_config, validate
@@ -229,8 +230,12 @@ def _save_encoder(model: PretextModel, out: Path) -> None:
     save_file(state, str(out / WEIGHT_FILE), metadata={"format": "pt"})
 
 
-def save_hf_folder(model: PretextModel, tokenizer: Any, out_dir: str | Path, card: dict[str, Any]) -> Path:
+def save_hf_folder(model: PretextModel, tokenizer: Any, out_dir: str | Path, card: dict[str, Any],
+                   prompts: dict[str, str] | None = None) -> Path:
     """A Hugging Face folder that `AutoModel.from_pretrained` opens without convssl.
+
+    `prompts` (name -> text put before an input, e.g. {"query": "context: "}) go to
+    `config_sentence_transformers.json`, where sentence-transformers and convssl's `Encoder` read them.
 
     Encoders are saved as BertModel, decoders as their causal-LM class (so `AutoModel` gives the
     trunk and `AutoModelForCausalLM` the LM). All pretext heads go to `convssl_heads.safetensors`,
@@ -254,10 +259,18 @@ def save_hf_folder(model: PretextModel, tokenizer: Any, out_dir: str | Path, car
         "heads": sorted(model.heads.keys()),
     }
     (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    if prompts:
+        write_prompts(out, prompts)
     (out / "README.md").write_text(
         render_model_card(card, model=model, tokenizer=tokenizer), encoding="utf-8"
     )
     return out
+
+
+def write_prompts(folder: Path, prompts: dict[str, str]) -> None:
+    """sentence-transformers' prompt file: `encode_query` / `encode_document` then add them."""
+    settings = {"prompts": dict(prompts), "default_prompt_name": None, "similarity_fn_name": "cosine"}
+    (folder / PROMPTS_FILE).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
 
 
 def load_pretext_model(folder: str | Path, objectives: Sequence[HeadedObjective]) -> PretextModel:

@@ -74,6 +74,11 @@ class ObjectiveConfig:
     role_tokens: bool = True
     """contrastive: false feeds plain text ([CLS] turn turn turn [SEP], no role/[EOT] markers), the form
     `convssl evaluate`'s response selection and the serving response bank embed."""
+    context_prompt: str = ""
+    """contrastive (plain text): text put before every context (E5-style, e.g. "context: "). Saved with the
+    model as its sentence-transformers "query" prompt, which evaluation and the response bank add."""
+    response_prompt: str = ""
+    """contrastive (plain text): text put before every reply; saved as the model's "document" prompt."""
     same_dialogue_negatives: float = 0.0
     """nup: share of negatives taken from the same dialogue."""
     view_drop: float = 0.3

@@ -8,7 +8,7 @@ reply in the batch, and, under torch.distributed, against the replies of every r
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -41,6 +41,14 @@ SHUFFLE_BATCHES = 8  # shuffle buffer, in batches: spreads one dialogue's exampl
 def plain_text(segment: np.ndarray) -> np.ndarray:
     """A `[ROLE] text [EOT]` segment without its markers."""
     return segment[1:-1]
+
+
+def prompt_ids(tokenizer: Any, prompt: str) -> np.ndarray:
+    """The prompt's token ids without special tokens: `[CLS] prompt text [SEP]` is then what the
+    tokenizer makes of `prompt + text` at evaluation (prompts end in a space or a colon)."""
+    if not prompt:
+        return np.zeros(0, dtype=np.int64)
+    return np.asarray(tokenizer(prompt, add_special_tokens=False)["input_ids"], dtype=np.int64)
 
 
 def text_key(segment: np.ndarray, role_tokens: bool) -> int:
@@ -82,7 +90,8 @@ def mask_repeated_texts(
 class ContrastiveResponse(PretextObjective):
     name = "contrastive"
     needs = "any"
-    settings = ("context_turns", "min_context_turns", "temperature", "symmetric", "hard_negatives", "role_tokens")
+    settings = ("context_turns", "min_context_turns", "temperature", "symmetric", "hard_negatives", "role_tokens",
+                "context_prompt", "response_prompt")
 
     def __init__(self, config, tokenizer) -> None:
         super().__init__(config, tokenizer)
@@ -90,6 +99,21 @@ class ContrastiveResponse(PretextObjective):
         self.require(config.context_turns >= 1, "context_turns", ">= 1")
         self.require(0 <= config.min_context_turns <= config.context_turns, "min_context_turns",
                      f"between 0 and context_turns ({config.context_turns})")
+        has_prompts = bool(config.context_prompt or config.response_prompt)
+        self.require(not (has_prompts and config.role_tokens), "role_tokens",
+                     "false when context_prompt or response_prompt is set (prompts are plain text)")
+        self.context_prefix = prompt_ids(tokenizer, config.context_prompt)
+        self.response_prefix = prompt_ids(tokenizer, config.response_prompt)
+        self.require(len(self.context_prefix) + 8 <= config.max_length, "max_length",
+                     f">= 8 tokens more than the context prompt's {len(self.context_prefix)}")
+        self.require(len(self.response_prefix) + 8 <= config.max_length, "max_length",
+                     f">= 8 tokens more than the response prompt's {len(self.response_prefix)}")
+
+    def prompts(self) -> dict[str, str]:
+        """The sentence-transformers prompts a model trained by this objective expects: "query" for
+        contexts, "document" for replies (what `encode_query` / `encode_document` apply)."""
+        named = {"query": self.config.context_prompt, "document": self.config.response_prompt}
+        return {name: text for name, text in named.items() if text}
 
     def context_size(self, rng: np.random.Generator) -> int:
         """Turns of context for one example: `context_turns`, or a random count from
@@ -114,14 +138,17 @@ class ContrastiveResponse(PretextObjective):
                     if not len(segs[i]):
                         continue
                     k = self.context_size(rng)
-                    context = context_row(segs[max(0, i - k) : i], self.ids, length - 2, self.config.role_tokens)
-                    response = np.concatenate([bos, segs[i], eos])
+                    context = context_row(segs[max(0, i - k) : i], self.ids, length - 2 - len(self.context_prefix),
+                                          self.config.role_tokens)
+                    context = np.concatenate([context[:1], self.context_prefix, context[1:]])
+                    reply = segs[i][: length - 2 - len(self.response_prefix)]
+                    response = np.concatenate([bos, self.response_prefix, reply, eos])
                     hard = None
                     if self.config.hard_negatives:
                         j = int(rng.integers(len(segs) - 1))
                         other = segs[j if j < i else j + 1]
                         other = with_role(other, segs[i][0]) if self.config.role_tokens else other
-                        hard = np.concatenate([bos, other, eos])
+                        hard = np.concatenate([bos, self.response_prefix, other[: length - 2 - len(self.response_prefix)], eos])
                     yield context, response, hard, text_key(segs[i], self.config.role_tokens)
 
     def batches(

@@ -223,7 +223,8 @@ class Brain:
             preds = self._repair_spelling(todo, self._check_scope(preds, emb))
             human = self.detector.scores(emb)
             frustrated = self.frustration.scores(emb) if self.frustration else np.zeros(len(todo))
-            replies = self.bank.best(emb if self.bank_encoder is None else self._embed(todo, self.bank_encoder))
+            replies = self.bank.best(emb if self.bank_encoder is None
+                                     else self._embed(self.bank_encoder.prompted(todo, "query"), self.bank_encoder))
             chat = self.smalltalk.match(emb) if self.smalltalk else [("", 0.0)] * len(todo)
             # a row of its own per turn: a view would keep the whole batch alive in the analysis cache
             vectors = [row.copy() for row in emb]

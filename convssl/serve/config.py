@@ -102,7 +102,8 @@ class ResponderConfig:
     """Tokens per text when embedding for the bank."""
     encoder_path: str = ""
     """A response-selection dual encoder (a `pretrain_minilm_response` run) for the bank alone: it embeds
-    the user's turn as a context and ranks the bank's responses, as it was trained to. Empty: the shared
+    the user's turn as a context and ranks the bank's responses, as it was trained to (with the model's saved
+    "query" / "document" prompts, if any). Empty: the shared
     `encoder_path` model matches the turn against the bank's contexts."""
 
 

@@ -139,6 +139,18 @@ class ObjectivesStep(torch.nn.Module):
         return total, outputs
 
 
+def model_prompts(objectives: list[Any]) -> dict[str, str]:
+    """The sentence-transformers prompts the objectives trained the model with (those of a
+    multitask's sub-objectives too); two objectives giving one name different texts is refused."""
+    prompts: dict[str, str] = {}
+    for objective in objectives:
+        for sub in getattr(objective, "tasks", [objective]):
+            for name, text in (sub.prompts() if hasattr(sub, "prompts") else {}).items():
+                if prompts.setdefault(name, text) != text:
+                    raise ValueError(f"objectives: two different {name!r} prompts ({prompts[name]!r}, {text!r})")
+    return prompts
+
+
 def check_vocabulary_matches(folder: Path, tokenizer: Any, tokenizer_dir: Path) -> None:
     """Continuing a model on shards tokenised with another vocabulary would train on wrong ids."""
     from transformers import AutoTokenizer
@@ -328,7 +340,7 @@ class Trainer:
     def _save_hf(self, out: Path, state: dict[str, Any]) -> None:
         from convssl.models.pretext_model import save_hf_folder
 
-        save_hf_folder(self.model, self.tokenizer, out, self._card(state))
+        save_hf_folder(self.model, self.tokenizer, out, self._card(state), prompts=model_prompts(self.objectives))
 
     # -- steps -----------------------------------------------------------------------------
 

@@ -80,5 +80,6 @@ def test_a_setting_of_another_objective_is_refused_and_not_saved(tmp_path):
         load_config(ObjectiveConfig, path)
     saved = to_dict(load_config(ObjectiveConfig, None, ["name=contrastive", "temperature=0.1"]))
     assert saved == {"name": "contrastive", "weight": 1.0, "max_length": 128, "context_turns": 3,
-                     "min_context_turns": 0, "temperature": 0.1, "symmetric": True, "hard_negatives": False, "role_tokens": True}
+                     "min_context_turns": 0, "temperature": 0.1, "symmetric": True, "hard_negatives": False, "role_tokens": True,
+                     "context_prompt": "", "response_prompt": ""}
     assert load_config(ObjectiveConfig, None, [f"{k}={v}" for k, v in saved.items()]).temperature == 0.1

@@ -175,3 +175,33 @@ def test_min_context_turns_out_of_range_is_refused(wp_tok):
     for bad in (-1, 4):
         with pytest.raises(ValueError, match=r"min_context_turns must be between 0 and context_turns \(3\)"):
             build_objective(ObjectiveConfig(name="contrastive", context_turns=3, min_context_turns=bad), wp_tok)
+
+
+def test_prompts_open_every_context_and_reply_as_the_tokenizer_writes_them(wp_tok, sgd):
+    """`context_prompt` / `response_prompt`: each row is what the tokenizer makes of the prompt
+    followed by the text, which is how evaluation and the response bank feed the saved model."""
+    plain = build_objective(ObjectiveConfig(name="contrastive", role_tokens=False), wp_tok)
+    obj = build_objective(ObjectiveConfig(name="contrastive", role_tokens=False, context_prompt="context: ",
+                                          response_prompt="reply: "), wp_tok)
+    assert obj.prompts() == {"query": "context: ", "document": "reply: "}
+    rng = np.random.default_rng(0)
+    prompted = list(obj.pairs(iter(sgd[:3]), rng))
+    unprompted = list(plain.pairs(iter(sgd[:3]), np.random.default_rng(0)))
+    assert len(prompted) == len(unprompted) > 10
+    bos, eos = obj.ids.bos, obj.ids.eos
+    for (context, response, _, _), (plain_context, plain_response, _, _) in zip(prompted, unprompted):
+        context_text = wp_tok.decode(plain_context[1:-1].tolist())
+        reply_text = wp_tok.decode(plain_response[1:-1].tolist())
+        want_context = wp_tok("context: " + context_text)["input_ids"]
+        want_reply = wp_tok("reply: " + reply_text)["input_ids"]
+        # the prompt takes room from the oldest context tokens, never from the reply's turn
+        assert context.tolist() == want_context or context.tolist()[-20:] == want_context[-20:]
+        assert response.tolist() == want_reply and response[0] == bos and response[-1] == eos
+
+
+def test_prompts_need_plain_text_and_room(wp_tok):
+    with pytest.raises(ValueError, match="role_tokens must be false when context_prompt or response_prompt is set"):
+        build_objective(ObjectiveConfig(name="contrastive", context_prompt="context: "), wp_tok)
+    with pytest.raises(ValueError, match="max_length must be >= 8 tokens more than the context prompt"):
+        build_objective(ObjectiveConfig(name="contrastive", role_tokens=False, max_length=10,
+                                        context_prompt="the conversation so far reads: "), wp_tok)

@@ -37,3 +37,38 @@ def test_the_bank_ranks_replies_with_its_own_encoder(tmp_path, tiny_classifier, 
         assert replies == [e["response"] for e in BANK]
     finally:
         brain.close()
+
+
+def test_the_bank_gives_a_prompted_encoder_its_prompts(tmp_path, tiny_classifier, tiny_bert, responses_file):
+    """A response encoder saved with prompts (convssl's response-selection presets) embeds the
+    bank's replies with its "document" prompt and the user's turn with its "query" prompt."""
+    import shutil
+
+    import numpy as np
+
+    from convssl.models.encoder import Encoder
+    from convssl.models.pretext_model import write_prompts
+    from convssl.serve.analysis import Brain
+
+    encoder_dir = tmp_path / "response-encoder"
+    shutil.copytree(tiny_bert, encoder_dir)
+    write_prompts(encoder_dir, {"query": "context: ", "document": "reply: "})
+    bank = tmp_path / "bank.jsonl"
+    bank.write_text("\n".join(json.dumps(e) for e in BANK), encoding="utf-8")
+    overrides = {"batching.backend": "torch", "batching.quantize_encoder": "false", "batching.bf16": "false",
+                 "batching.quantize_classifier": "false", "responder.bank_file": str(bank)}
+    config = serve_config(tmp_path / "db.sqlite3", tiny_classifier, tiny_bert, responses_file,
+                          **overrides, **{"responder.encoder_path": str(encoder_dir)})
+    brain = Brain.load(config)
+    try:
+        plain = Encoder.load(tiny_bert)
+        replies = [e["response"] for e in BANK]
+        np.testing.assert_allclose(brain.bank.keys, plain.embed(["reply: " + r for r in replies], normalize=True),
+                                   atol=1e-5)
+        assert not np.allclose(brain.bank.keys, plain.embed(replies, normalize=True), atol=1e-3)
+        asked = "what kind of music do you like?"
+        query = plain.embed(["context: " + asked], normalize=True)
+        best = int(np.argmax(query @ brain.bank.keys.T))
+        assert brain.analyze([asked])[0].bank_reply == replies[best]
+    finally:
+        brain.close()
