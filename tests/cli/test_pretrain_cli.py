@@ -124,3 +124,32 @@ def test_freeze_layers_trains_only_the_top_blocks(data_dir, tmp_path, capsys):
         assert main([*args[:-1], str(tmp_path / f"bad{bad}"), *overrides, f"model.freeze_layers={bad}"]) == 2
         err = capsys.readouterr().err
         assert "model.freeze_layers" in err and words in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_prompted_response_encoder_saves_its_prompts_and_evaluation_uses_them(data_dir, shared_data, tmp_path,
+                                                                               capsys):
+    """`context_prompt` / `response_prompt` in a contrastive config: the final folder carries them
+    as sentence-transformers prompts, and `convssl evaluate`'s response selection reads them."""
+    from convssl.models.encoder import Encoder
+
+    config = tmp_path / "response.yaml"
+    config.write_text(
+        "model: {preset: tiny, arch: bert}\n"
+        "objectives:\n"
+        "  - {name: contrastive, max_length: 48, role_tokens: false, min_context_turns: 1,\n"
+        "     context_prompt: 'context: ', response_prompt: 'reply: '}\n"
+        "batch_size: 8\nmax_steps: 4\nwarmup_steps: 1\neval_every: 4\neval_batches: 1\ncheckpoint_every: 4\n",
+        encoding="utf-8")
+    run = tmp_path / "run"
+    assert main(["pretrain", "--config", str(config), "--data", str(data_dir), "--out", str(run),
+                 *_overrides(data_dir)]) == 0
+    saved = json.loads((run / "final" / "config_sentence_transformers.json").read_text(encoding="utf-8"))
+    assert saved["prompts"] == {"query": "context: ", "document": "reply: "}
+    assert Encoder.load(run / "final").prompts == saved["prompts"]
+    capsys.readouterr()
+    dialogues = shared_data / "sgd" / "train" / "dialogues_030.json"
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--model", str(run / "final"), "--task", f"response:{dialogues}", "--no-random-baseline",
+                 "--no-tfidf", "--out", str(out), "response.max_pairs=40"]) == 0
+    rows = json.loads((out / "report.json").read_text(encoding="utf-8"))["rows"]
+    assert [r["task_kind"] for r in rows] == ["response"] and rows[0]["metrics"]["pairs"] > 0
