@@ -336,9 +336,11 @@ def response_section(out: Path, stages: dict[str, Any], minilm: str) -> str:
                   + "; ".join(stage_time(out, folder, stage, stages, what) for folder, stage, what in (
                       ("minilm-response", "response", "all blocks, 64 pairs a step"),
                       ("minilm-response-top", "response-top", "top 2 blocks, 128 pairs a step"))) + ".",
-                  "", "Stage 2 trains on contexts of 1 to 3 turns (`min_context_turns: 1`) so that the bot's response bank,",
-                  "which embeds the user's turn alone, can use it; what that costs with 3-turn contexts, and the",
-                  "learning curve, are in docs/evaluation.md (response selection)."]
+                  "", "Both stages feed the encoder asymmetric inputs, `context: ` before every context and `reply: `",
+                  "before every reply (saved with the model as its sentence-transformers prompts, which `convssl",
+                  "evaluate` and the bot's response bank apply), and contexts of 1 to 3 turns (`min_context_turns: 1`),",
+                  "so that the response bank, which embeds the user's turn alone, can use it. What each ingredient",
+                  "adds, on validation dialogues, is in docs/evaluation.md (response selection)."]
     return "\n".join(lines) + "\n"
 
 
