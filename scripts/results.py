@@ -332,7 +332,7 @@ def response_section(out: Path, stages: dict[str, Any], minilm: str) -> str:
         value = 100 * ours["metrics"]["recall@1"]
         verdict = "met" if value >= RESPONSE_TARGET else "**not met**"
         lines += ["", f"Target recall@1 >= {RESPONSE_TARGET:.0f} on held-out dialogue files (ConveRT on Reddit: "
-                  f"68.3): {value:.1f}, {verdict}. Training, timed on this shared machine: "
+                  f"68.3): {value:.1f}, {verdict}. Training, on the run's own clock: "
                   + "; ".join(stage_time(out, folder, stage, stages, what) for folder, stage, what in (
                       ("minilm-response", "response", "all blocks, 64 pairs a step"),
                       ("minilm-response-top", "response-top", "top 2 blocks, 128 pairs a step"))) + ".",
