@@ -1,7 +1,8 @@
 """Contrastive response selection (ConveRT, TOD-BERT): pull a context towards its reply.
 
-One shared encoder embeds the context (last k turns with role tokens) and the reply (the next
-turn); mean-pooled, L2-normalised embeddings are scored by cosine / temperature against every
+One shared encoder embeds the context (last k turns with role tokens, or plain text, optionally
+after a context prompt such as "context: ") and the reply (the next turn, optionally after a reply
+prompt); mean-pooled, L2-normalised embeddings are scored by cosine / temperature against every
 reply in the batch, and, under torch.distributed, against the replies of every rank.
 """
 

@@ -79,3 +79,31 @@ def test_registry_errors_are_one_clear_line(tracking_on, tmp_path, capsys):
                  str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "models:/no-such-model@champion" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_registered_response_encoder_keeps_its_prompts_for_sentence_transformers(tracking_on, tiny_bert, tmp_path,
+                                                                                    capsys):
+    """A response encoder trained with prompts, once registered, opens in sentence-transformers with
+    them: `encode_query` / `encode_document` give what convssl's evaluation and response bank embed."""
+    import shutil
+
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from convssl.models.encoder import Encoder
+    from convssl.models.pretext_model import write_prompts
+
+    folder = tmp_path / "response-encoder"
+    shutil.copytree(tiny_bert, folder)
+    write_prompts(folder, {"query": "context: ", "document": "reply: "})
+    assert main(["registry", "register", str(folder), "--name", "prompted-encoder"]) == 0
+    capsys.readouterr()
+    registered = resolve_model_uri("models:/prompted-encoder/1")
+    model = SentenceTransformer(str(registered), device="cpu", local_files_only=True)
+    assert model.prompts == {"query": "context: ", "document": "reply: "}
+    ours = Encoder.load(registered)
+    texts = ["i need a bus to fresno", "what time does it leave?"]
+    np.testing.assert_allclose(model.encode_query(texts, normalize_embeddings=True),
+                               ours.embed(ours.prompted(texts, "query"), normalize=True), atol=1e-5)
+    np.testing.assert_allclose(model.encode_document(texts, normalize_embeddings=True),
+                               ours.embed(ours.prompted(texts, "document"), normalize=True), atol=1e-5)
