@@ -7,6 +7,7 @@ with. Keeping it in one place keeps their numbers comparable.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -95,8 +96,6 @@ class Encoder:
 
 def read_prompts(folder: str | Path) -> dict[str, str]:
     """The prompts in a model folder's `config_sentence_transformers.json` ({} without one)."""
-    import json
-
     path = Path(folder) / PROMPTS_FILE
     if not path.exists():
         return {}

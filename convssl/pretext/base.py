@@ -217,6 +217,11 @@ class PretextObjective(ABC):
         self.ids = special_ids(tokenizer)
         self.require(config.max_length >= 8, "max_length", ">= 8")
 
+    def prompts(self) -> dict[str, str]:
+        """Sentence-transformers prompts (name -> text put before an input) the trained model
+        expects; saved with it. None by default."""
+        return {}
+
     def require(self, ok: bool, setting: str, rule: str) -> None:
         """Refuse a setting, naming the objective, the setting, the rule and the value given."""
         if not ok:

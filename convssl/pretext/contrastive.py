@@ -130,6 +130,8 @@ class ContrastiveResponse(PretextObjective):
         """(context row, response row, hard-negative row or None, response key) per turn i >= 1."""
         length = self.config.max_length
         bos, eos = np.array([self.ids.bos]), np.array([self.ids.eos])
+        reply_room = length - 2 - len(self.response_prefix)  # the reply's tokens after [CLS] and its prompt
+        context_room = length - 2 - len(self.context_prefix)
         for group in windows(dialogues, WINDOW):
             for dialogue in group:
                 segs = dialogue_segments(dialogue, self.ids, length - 2)
@@ -139,17 +141,15 @@ class ContrastiveResponse(PretextObjective):
                     if not len(segs[i]):
                         continue
                     k = self.context_size(rng)
-                    context = context_row(segs[max(0, i - k) : i], self.ids, length - 2 - len(self.context_prefix),
-                                          self.config.role_tokens)
-                    context = np.concatenate([context[:1], self.context_prefix, context[1:]])
-                    reply = segs[i][: length - 2 - len(self.response_prefix)]
-                    response = np.concatenate([bos, self.response_prefix, reply, eos])
+                    context = context_row(segs[max(0, i - k) : i], self.ids, context_room, self.config.role_tokens)
+                    context = np.concatenate([bos, self.context_prefix, context[1:]])
+                    response = np.concatenate([bos, self.response_prefix, segs[i][:reply_room], eos])
                     hard = None
                     if self.config.hard_negatives:
                         j = int(rng.integers(len(segs) - 1))
                         other = segs[j if j < i else j + 1]
                         other = with_role(other, segs[i][0]) if self.config.role_tokens else other
-                        hard = np.concatenate([bos, self.response_prefix, other[: length - 2 - len(self.response_prefix)], eos])
+                        hard = np.concatenate([bos, self.response_prefix, other[:reply_room], eos])
                     yield context, response, hard, text_key(segs[i], self.config.role_tokens)
 
     def batches(

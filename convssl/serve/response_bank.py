@@ -104,7 +104,7 @@ class ResponseBank:
         """`by_response`: rank the replies themselves (a response-selection encoder), not their contexts."""
         self.entries = list(entries)
         keys = [e.response if by_response else e.key for e in self.entries]
-        if by_response and hasattr(encoder, "prompted"):  # a response encoder's replies get its "document" prompt
+        if by_response:  # a response encoder's replies get its "document" prompt, if it was trained with one
             keys = encoder.prompted(keys, "document")
         self.keys = encoder.embed(keys, batch_size=batch_size, normalize=True) if keys else None
 

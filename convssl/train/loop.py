@@ -145,7 +145,7 @@ def model_prompts(objectives: list[Any]) -> dict[str, str]:
     prompts: dict[str, str] = {}
     for objective in objectives:
         for sub in getattr(objective, "tasks", [objective]):
-            for name, text in (sub.prompts() if hasattr(sub, "prompts") else {}).items():
+            for name, text in sub.prompts().items():
                 if prompts.setdefault(name, text) != text:
                     raise ValueError(f"objectives: two different {name!r} prompts ({prompts[name]!r}, {text!r})")
     return prompts
