@@ -16,23 +16,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sgd" / "train"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The response stages' own data and training files, so that the split follows them.
+from results import RESPONSE_TRAIN_FILES, SHARED  # noqa: E402  (the script's sibling module)
 
 
 def split_by_service(dialogues: list[dict], services: set[str]) -> tuple[list[dict], list[dict]]:
     """(dialogues that touch none of `services`, dialogues that touch one of them)."""
-    kept = [d for d in dialogues if not services & set(d["services"])]
-    held = [d for d in dialogues if services & set(d["services"])]
+    kept: list[dict] = []
+    held: list[dict] = []
+    for dialogue in dialogues:
+        (held if services & set(dialogue["services"]) else kept).append(dialogue)
     return kept, held
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sgd", type=Path, default=SHARED, help="folder of SGD dialogues_NNN.json files")
-    parser.add_argument("--files", default="1-25", help="training file numbers, FIRST-LAST")
+    parser.add_argument("--sgd", type=Path, default=SHARED / "sgd" / "train",
+                        help="folder of SGD dialogues_NNN.json files")
+    parser.add_argument("--files", default=f"{RESPONSE_TRAIN_FILES.start}-{RESPONSE_TRAIN_FILES.stop - 1}",
+                        help="training file numbers, FIRST-LAST (default: those of scripts/results.py)")
     parser.add_argument("--services", default="Restaurants_1,RideSharing_1,RideSharing_2",
                         help="comma-separated SGD service names to hold back")
     parser.add_argument("--out", type=Path, required=True, help="folder for train/ and heldback/")
