@@ -224,7 +224,7 @@ def main() -> int:
 # --------------------------------------------------------------------------- response selection
 # SGD train files by number: the dual encoder trains on the first 25, is scored on the last 5.
 RESPONSE_TRAIN_FILES, RESPONSE_HELDOUT_FILES = range(1, 26), range(26, 31)
-RESPONSE_STEPS = 2400  # stage 1: all blocks, 64 pairs a step
+RESPONSE_STEPS = 4800  # stage 1: all blocks, 64 pairs a step
 RESPONSE_TOP_STEPS = 800  # stage 2: the top 2 blocks, 128 pairs a step
 RESPONSE_PAIRS = 3000  # a seeded sample of the 9,833 held-out pairs: 30 batches of 100
 RESPONSE_TARGET = 70.0  # recall@1 of 100 on held-out dialogue files (ConveRT on Reddit: 68.3)
