@@ -24,6 +24,7 @@ its output already exists (so an interrupted run continues where it stopped):
     python scripts/results.py --stage table         # only re-render the tables from the reports
     python scripts/results.py --stage pool-b77 --stage pool-clinc --stage pool-table   # the pool recipe (docs/ssl_recipe.md)
     python scripts/results.py --stage full-oos --stage pool-table   # CLINC150 + OOS with outlier exposure
+    python scripts/results.py --stage full-b77 --stage pool-table   # BANKING77 at full data, the default fine-tune
 """
 
 from __future__ import annotations

