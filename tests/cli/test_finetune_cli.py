@@ -148,6 +148,25 @@ def test_feedback_export_is_accepted_as_training_data(tiny_bert, banking, tmp_pa
     assert sqlite3.connect(db_path).execute("SELECT COUNT(*) FROM labels").fetchone()[0] == 5
 
 
+def test_a_tab_separated_intent_set_trains_like_its_csv(tiny_bert, banking, tmp_path, capsys):
+    # Intent sets are often shipped as train.tsv / test.tsv with other column names.
+    folder = tmp_path / "tsv"
+    folder.mkdir()
+    for name in ("train", "test"):
+        with (banking / f"{name}.csv").open(encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        with (folder / f"{name}.tsv").open("w", encoding="utf-8", newline="") as fh:
+            writer = csv.writer(fh, delimiter="\t")
+            writer.writerow(["sentence", "intent"])
+            writer.writerows([row["text"], row["category"]] for row in rows)
+    out = tmp_path / "intent"
+    assert main(["finetune", "--model", str(tiny_bert), "--data", str(folder), "--out", str(out), "--no-tracking",
+                 *FAST, "epochs=1"]) == 0
+    printed = capsys.readouterr().out
+    assert "6 intents" in printed and "validation: 24 examples" in printed and "test: 60 examples" in printed
+    assert sorted(IntentClassifier.load(out).labels) == sorted(INTENTS)
+
+
 def test_bad_inputs_fail_with_one_clear_line(tiny_bert, banking, shared_data, tmp_path, capsys):
     def fails(*argv: str) -> str:
         assert main(["finetune", *argv]) == 2
@@ -166,6 +185,11 @@ def test_bad_inputs_fail_with_one_clear_line(tiny_bert, banking, shared_data, tm
     # A chat log is not a labelled set.
     sgd = shared_data / "sgd" / "train" / "dialogues_001.json"
     assert "no labelled examples" in fails("--model", str(tiny_bert), "--data", str(sgd), "--out", out)
+    # A tab-separated set without its header line: the error quotes the line it read as the header.
+    headless = tmp_path / "headless.tsv"
+    headless.write_text("play jazz\tmusic\n", encoding="utf-8")
+    assert "intent TSV header 'play jazz,music' needs a text column" in fails(
+        "--model", str(tiny_bert), "--data", str(headless), "--out", out)
     # A test label the training split never shows cannot be learned.
     with (banking / "test.csv").open("a", encoding="utf-8") as fh:
         fh.write("can I get a loan?,loan_request\n")

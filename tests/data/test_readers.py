@@ -183,6 +183,28 @@ def test_intent_sets_with_other_column_names(tmp_path: Path) -> None:
     assert "needs a text column (text or utterance" in rejects.records[0]["message"]
 
 
+def test_intent_sets_in_tab_separated_files(tmp_path: Path) -> None:
+    # a comma inside a text is just text in a .tsv; the split comes from the file name as with CSV
+    train = _write(tmp_path / "train.tsv", "sentence\tintent\nbook a flight, one way\ttravel\nplay jazz\tmusic\n")
+    _write(tmp_path / "test.tsv", "sentence\tintent\nplay some rock\tmusic\n")
+    assert detect_format(train) == "intents"
+    assert [(e.text, e.label, e.split) for e in read_intents(train)] == [
+        ("book a flight, one way", "travel", "train"), ("play jazz", "music", "train")]
+    folder = read_inputs([tmp_path])  # a folder of train.tsv / test.tsv, as of train.csv / test.csv
+    assert sorted((e.split, e.text) for e in folder.intents) == [
+        ("test", "play some rock"), ("train", "book a flight, one way"), ("train", "play jazz")]
+    (tmp_path / "more").mkdir()
+    (tmp_path / "other").mkdir()
+    rejects = RejectLog()
+    bad_row = _write(tmp_path / "more" / "dev.tsv", "text\tlabel\nplay jazz\tmusic\textra\n")
+    assert list(read_intents(bad_row, rejects=rejects)) == []
+    assert rejects.records[0]["line"] == 2 and "3 fields, the header has 2" in rejects.records[0]["message"]
+    headless = _write(tmp_path / "other" / "train.tsv", "play jazz\tmusic\n")
+    rejects = RejectLog()
+    assert read_inputs([headless], rejects=rejects).intents == []
+    assert "intent TSV header 'play jazz,music' needs a text column" in rejects.records[0]["message"]
+
+
 def test_format_override_and_unknown(tmp_path: Path) -> None:
     path = _write(tmp_path / "chat.data", json.dumps({"id": "z", "turns": [{"speaker": "a", "text": "b"}]}) + "\n")
     with pytest.raises(UnknownFormat):

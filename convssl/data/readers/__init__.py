@@ -26,7 +26,7 @@ from convssl.data.rejects import DataError, RejectLog
 
 FORMATS = ("chitchat", "sgd", "jsonl", "csv", "text", "intents")
 CHITCHAT_NAMES = {"chitchat", "chitchat-dataset", "chitchat_dataset"}
-FOLDER_EXTENSIONS = {".json", ".jsonl", ".csv", ".txt"}
+FOLDER_EXTENSIONS = {".json", ".jsonl", ".csv", ".tsv", ".txt"}
 # Side files of the public data sets that hold no records (schemas, label lists).
 SIDE_FILES = SKIP_FILES | {"categories.json", "domains.json"}
 
@@ -104,6 +104,8 @@ def detect_format(path: str | Path) -> str:
         if is_intent_header(header) and not is_dialogue_header(header):
             return "intents"
         return "csv"
+    if suffix == ".tsv":  # only intent sets come tab-separated; the reader names a header it cannot use
+        return "intents"
     if suffix in (".txt", ".text", ".log", ""):
         return "text"
     lines = _head(path).splitlines()[:50]
@@ -151,7 +153,7 @@ def _expand(paths: Iterable[str | Path], fmt: str | None) -> Iterator[tuple[str,
         if path.is_dir() and detected != "sgd":
             files = _folder_files(path)
             if not files:
-                raise FileNotFoundError(f"input folder {path} holds no .json/.jsonl/.csv/.txt files")
+                raise FileNotFoundError(f"input folder {path} holds no .json/.jsonl/.csv/.tsv/.txt files")
             yield from _expand(files, fmt)
             continue
         yield name, path, detected

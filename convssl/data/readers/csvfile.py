@@ -19,10 +19,15 @@ ID_COLUMNS = ("conversation_id", "dialogue_id", "dialog_id")
 REQUIRED = ("speaker", "text")
 
 
+def delimiter_of(path: Path) -> str:
+    """Tab for `.tsv` files (intent sets are often shipped so), comma otherwise."""
+    return "\t" if path.suffix.lower() == ".tsv" else ","
+
+
 def csv_rows(
     path: Path, rejects: RejectLog, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
 ) -> Iterator[tuple[int, list[str]]]:
-    """Yield (line, fields) for each CSV row, including the header; bad rows are rejected by line."""
+    """Yield (line, fields) for each CSV (or `.tsv`) row, including the header; bad rows are rejected by line."""
     state = {"line": 0}
 
     def lines() -> Iterator[str]:
@@ -31,7 +36,7 @@ def csv_rows(
             yield text + "\n"
 
     csv.field_size_limit(max(max_line_bytes, 131072))
-    reader = csv.reader(lines())
+    reader = csv.reader(lines(), delimiter=delimiter_of(path))
     while True:
         try:
             row = next(reader)

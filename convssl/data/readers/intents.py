@@ -1,4 +1,4 @@
-"""Intent sets for downstream tasks: CSV `text,label` (BANKING77: `text,category`) or JSON.
+"""Intent sets for downstream tasks: CSV `text,label` (BANKING77: `text,category`; or tab-separated `.tsv`) or JSON.
 
 JSON may be CLINC150's `data_full.json` (split name -> list of `[text, intent]`), a list of
 `[text, label]` pairs or `{"text", "label"}` objects; JSONL holds one `{"text", "label"[, "split"]}`
@@ -59,7 +59,7 @@ def _field(item: dict[str, Any], names: tuple[str, ...]) -> Any:
 @line_reader
 def read_intents(path: Path, rejects: RejectLog, max_line_bytes: int, limit: int | None) -> Iterator[IntentExample]:
     suffix = path.suffix.lower()
-    if suffix == ".csv":
+    if suffix in (".csv", ".tsv"):
         items = _read_csv(path, rejects, max_line_bytes)
     elif suffix == ".jsonl":
         items = _read_jsonl(path, rejects, max_line_bytes)
@@ -79,7 +79,8 @@ def _read_csv(path: Path, rejects: RejectLog, max_line_bytes: int) -> Iterator[I
     i_text, i_label = _field(cols, TEXT_COLUMNS), _field(cols, LABEL_COLUMNS)
     if i_text is None or i_label is None:
         read = ",".join(header)
-        rejects.reject(path, line, "missing_field", f"intent CSV header {read!r} needs a text column "
+        kind = "TSV" if path.suffix.lower() == ".tsv" else "CSV"
+        rejects.reject(path, line, "missing_field", f"intent {kind} header {read!r} needs a text column "
                        f"({' or '.join(TEXT_COLUMNS)}) and a label column ({' or '.join(LABEL_COLUMNS)})", read)
         return
     width = len(header)
