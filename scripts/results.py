@@ -46,7 +46,7 @@ from results_pool import POOL_STAGES, run_pool_stages  # noqa: E402  (the script
 
 STAGES = ("data", "mini-ssl", "dapt-data", "dapt", "evaluate-minilm", "evaluate-minilm-clinc", "evaluate-dapt",
           "evaluate-mini", "evaluate-mini-clinc", "response-data", "response", "response-top", "evaluate-response",
-          "table",
+          "response-ceiling", "table",
           *POOL_STAGES)
 
 # Published numbers the table is read against (accuracy %, test split of each set).
@@ -263,6 +263,12 @@ def response_selection_stages(seq: Sequence, wanted: set[str], out: Path, minilm
                             minilm, "--task", f"response:{heldout}", "--bf16", "--cache", str(out / "embedding-cache"),
                             "--out", str(out / name), f"response.max_pairs={1000 if quick else RESPONSE_PAIRS}",
                             f"response.context_turns={turns}", *(["--no-random-baseline"] if turns == 1 else [])))
+    if "response-ceiling" in wanted:
+        # How high recall@1 can go on these pairs: candidates whose SGD acts and values equal the true reply's
+        seq.run("response-ceiling", out / "response-ceiling.json",
+                [sys.executable, str(REPO / "scripts" / "response_ceiling.py"), "--task", str(heldout), "--model",
+                 str(top / "final"), "--bf16", "--max-pairs", str(1000 if quick else RESPONSE_PAIRS),
+                 "--out", str(out / "response-ceiling.json")])
 
 
 def response_target_row(out: Path) -> str | None:
@@ -280,8 +286,18 @@ def response_target_row(out: Path) -> str | None:
     value = 100 * ours["metrics"]["recall@1"]
     verdict = "met" if value >= RESPONSE_TARGET else "**not met**"
     against = f"; shipped MiniLM {100 * shipped['metrics']['recall@1']:.1f}" if shipped else ""
+    ceiling = response_ceiling(out)
+    if ceiling:
+        against += (f"; a model that reads meaning perfectly would score {100 * ceiling['ceiling_recall@1']:.1f} "
+                    "on these pairs, the response-selection section says why")
     return (f"| response selection recall@1 of 100 on held-out dialogue files >= {RESPONSE_TARGET:.0f} | {value:.1f} "
             f"(MiniLM + convssl response selection, both stages{against}) | {verdict} |")
+
+
+def response_ceiling(out: Path) -> dict[str, Any] | None:
+    """The acts-and-values ceiling of `scripts/response_ceiling.py` on the held-out pairs, when it ran."""
+    path = out / "response-ceiling.json"
+    return json.loads(path.read_text(encoding="utf-8")).get("by_acts_and_values") if path.exists() else None
 
 
 def with_target_row(text: str, row: str | None) -> str:
@@ -342,7 +358,32 @@ def response_section(out: Path, stages: dict[str, Any], minilm: str) -> str:
                   "evaluate` and the bot's response bank apply), and contexts of 1 to 3 turns (`min_context_turns: 1`),",
                   "so that the response bank, which embeds the user's turn alone, can use it. What each ingredient",
                   "adds, on validation dialogues, is in docs/evaluation.md (response selection)."]
+    lines += response_ceiling_paragraph(out)
     return "\n".join(lines) + "\n"
+
+
+def response_ceiling_paragraph(out: Path) -> list[str]:
+    """What recall@1 can reach on these pairs (`scripts/response_ceiling.py`), when it ran."""
+    path = out / "response-ceiling.json"
+    if not path.exists():
+        return []
+    found = json.loads(path.read_text(encoding="utf-8"))
+    values, slots, model = found["by_acts_and_values"], found["by_acts_and_slots"], found.get("model", {})
+    lines = ["", "How high recall@1 can go on these pairs. SGD annotates every turn with its dialogue acts (act, slot,",
+             f"values). In {100 * values['share_with_twin']:.1f}% of the pairs, another of the {values['candidates']} "
+             "candidates has the true reply's acts and values",
+             "and differs from it in wording only (\"Need any other help?\" beside \"Anything else I can help with?\"),",
+             "which the context does not decide. A model that reads meaning perfectly and picks among such twins at",
+             f"random scores {100 * values['ceiling_recall@1']:.1f}; told apart by acts and slots alone (values ignored), "
+             f"{100 * slots['ceiling_recall@1']:.1f}."]
+    if model:
+        lines += [f"The encoder's first pick carries the true reply's acts and values in "
+                  f"{100 * model['first_pick_same_acts_and_values']:.1f}% of the pairs (recall@1 "
+                  f"{100 * model['recall@1']:.1f}). The target of {RESPONSE_TARGET:.0f} is "
+                  f"{RESPONSE_TARGET / (100 * values['ceiling_recall@1']):.0%} of that ceiling.",
+                  "Command: `python scripts/response_ceiling.py --task runs/results/sgd-heldout --model "
+                  "runs/results/minilm-response-top/final --bf16`."]
+    return lines
 
 
 def stage_time(out: Path, folder: str, stage: str, stages: dict[str, Any], what: str) -> str:

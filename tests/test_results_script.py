@@ -29,12 +29,13 @@ def test_quick_results_sequence_writes_every_row_and_the_targets(tmp_path, share
     assert "## Response selection" in text and "| MiniLM + convssl response selection" in text
     assert "| TF-IDF |" in text and "Target recall@1 >= 70 on held-out dialogue files" in text
     assert "| response selection recall@1 of 100 on held-out dialogue files >= 70 |" in text  # the targets table
+    assert "A model that reads meaning perfectly" in text  # the ceiling of the held-out pairs
     assert "## Few-shot + an unlabeled pool: the pool recipe" in text and "### Targets of the pool recipe" in text
     stages = json.loads((out / "stages.json").read_text(encoding="utf-8"))
     assert {s for s in stages if not s.startswith(("pool-", "full-oos/", "full-b77/"))} == {
         "data", "mini-ssl", "dapt-data", "dapt", "evaluate-minilm", "evaluate-minilm-clinc", "evaluate-dapt",
         "evaluate-mini", "evaluate-mini-clinc", "response-data", "response", "response-top", "evaluate-response",
-        "evaluate-response-1turn"}
+        "evaluate-response-1turn", "response-ceiling"}
     # the pool recipe: one run per set, k and variant (seed 0 in a quick run), each recorded as STAGE/RUN
     assert {s.split("/")[0] for s in stages if s.startswith("pool-")} == {
         "pool-b77", "pool-clinc", "pool-b77-5shot", "pool-ablation", "pool-unseen"}
