@@ -6,7 +6,8 @@ and the context does not decide wording: a model that reads meaning alone picks 
 random, so its expected recall@1 is the mean of 1 / (1 + twins). This script builds the pairs of
 `convssl evaluate --task response:...` (the same function, seed and batches), reports that
 ceiling, and, given a model, its recall@1 beside the share of its first picks that carry the true
-reply's acts and values (right in meaning):
+reply's acts and values (right in meaning), and whether wording helps it among twins (then the
+ceiling bounds models that read meaning alone, not every model):
 
     python scripts/response_ceiling.py --task runs/results/sgd-heldout \\
         --model runs/results/minilm-response-top/final --out runs/results/response-ceiling.json
@@ -99,6 +100,24 @@ def first_pick_agreement(sims_by_batch: Sequence[np.ndarray], signatures: Sequen
     return float(np.mean(hits))
 
 
+def wording_among_twins(sims_by_batch: Sequence[np.ndarray], signatures: Sequence[Signature]) -> dict[str, float]:
+    """On the pairs that have twins, when the first pick is right in meaning: how often it is the true reply
+    itself, against the 1 / (1 + twins) of a pick at random among them (does the wording carry a cue?)."""
+    exact, chance = [], []
+    for b, sims in enumerate(sims_by_batch):
+        size = sims.shape[0]
+        batch = signatures[b * size:(b + 1) * size]
+        for j, row in enumerate(sims):
+            twins = sum(1 for k, other in enumerate(batch) if k != j and other == batch[j])
+            top = int(np.argmax(row))
+            if twins and batch[top] == batch[j]:
+                exact.append(top == j)
+                chance.append(1.0 / (1 + twins))
+    if not exact:
+        return {"pairs": 0}
+    return {"pairs": len(exact), "exact_reply": float(np.mean(exact)), "chance": float(np.mean(chance))}
+
+
 def score_model(model: str, pairs: list[tuple[str, str]], signatures: list[tuple[Signature, Signature]],
                 candidates: int, bf16: bool) -> dict[str, float]:
     import torch
@@ -117,7 +136,8 @@ def score_model(model: str, pairs: list[tuple[str, str]], signatures: list[tuple
             for b in range(metrics["pairs"] // size)]
     return {"recall@1": metrics["recall@1"],
             "first_pick_same_acts_and_values": first_pick_agreement(sims, [s for s, _ in signatures]),
-            "first_pick_same_acts_and_slots": first_pick_agreement(sims, [s for _, s in signatures])}
+            "first_pick_same_acts_and_slots": first_pick_agreement(sims, [s for _, s in signatures]),
+            "right_in_meaning_with_twins": wording_among_twins(sims, [s for s, _ in signatures])}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         m = result["model"]
         print(f"{args.model}: recall@1 {100 * m['recall@1']:.1f}; first pick with the true reply's acts and values "
               f"{100 * m['first_pick_same_acts_and_values']:.1f}, acts and slots {100 * m['first_pick_same_acts_and_slots']:.1f}")
+        w = m["right_in_meaning_with_twins"]
+        if w["pairs"]:
+            print(f"  on the {w['pairs']} pairs with twins where the first pick is right in meaning, it is the true reply "
+                  f"{100 * w['exact_reply']:.1f}% of the time (a pick at random among the twins: {100 * w['chance']:.1f}%)")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2), encoding="utf-8")

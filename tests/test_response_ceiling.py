@@ -35,6 +35,20 @@ def test_a_reply_with_the_same_acts_and_values_is_a_twin_and_halves_the_chance()
     assert found == {"ceiling_recall@1": (0.5 + 0.5 + 1 + 1) / 4, "share_with_twin": 0.5, "pairs": 4, "candidates": 4}
 
 
+def test_wording_among_twins_counts_exact_picks_only_where_the_pick_is_right_in_meaning():
+    import numpy as np
+
+    a, b = (("INFORM", "x", ("1",)),), (("GOODBYE", "", ()),)
+    signatures = [a, a, b, b]  # two pairs of twins
+    sims = np.array([[0.9, 0.1, 0.0, 0.0],   # the true reply itself
+                     [0.1, 0.2, 0.9, 0.0],   # wrong in meaning: not counted
+                     [0.0, 0.0, 0.1, 0.9],   # right in meaning, its twin
+                     [0.0, 0.0, 0.1, 0.9]])  # the true reply itself
+    found = response_ceiling.wording_among_twins([sims], signatures)
+    assert found == {"pairs": 3, "exact_reply": 2 / 3, "chance": 0.5}
+    assert response_ceiling.first_pick_agreement([sims], signatures) == 0.75
+
+
 def test_the_script_scores_the_evaluations_own_pairs(tiny_bert, sgd_slice, tmp_path):
     out = tmp_path / "ceiling.json"
     subprocess.run([sys.executable, str(REPO / "scripts" / "response_ceiling.py"), "--task", str(sgd_slice),
@@ -54,6 +68,8 @@ def test_the_script_scores_the_evaluations_own_pairs(tiny_bert, sgd_slice, tmp_p
     evaluated = next(r for r in report["rows"] if r["task_kind"] == "response")["metrics"]["recall@1"]
     assert abs(found["model"]["recall@1"] - evaluated) < 1e-9
     assert found["model"]["first_pick_same_acts_and_values"] >= found["model"]["recall@1"] - 1e-9
+    twins = found["model"]["right_in_meaning_with_twins"]
+    assert twins["pairs"] == 0 or 0 < twins["chance"] <= 0.5
 
 
 def test_dialogues_without_their_acts_are_refused_by_name(sgd_slice, shared_data, tmp_path):
