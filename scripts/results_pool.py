@@ -33,18 +33,27 @@ SETS = {
     "c150": ("CLINC150 (in-scope)", SHARED / "clinc150" / "data_full.json", SHARED / "clinc150" / "data_full.json"),
 }
 UNSEEN = "sgdintents"  # an intent set convssl was never tuned on, built from SGD's user turns
+# The same turns split by dialogue instead of by file: every intent has test examples (26 intents, with
+# near neighbours such as SearchOnewayFlight / SearchRoundtripFlights), a harder unseen set.
+UNSEEN_BY_DIALOGUE = "sgdintents-dialogues"
+UNSEEN_SETS = {UNSEEN: "file", UNSEEN_BY_DIALOGUE: "dialogue"}
+UNSEEN_TITLES = {UNSEEN: "SGD user intents (12, a set convssl was never tuned on)",
+                 UNSEEN_BY_DIALOGUE: "SGD user intents split by dialogue (26, never tuned on)"}
 
 
-def write_sgd_intents(folder: Path, min_train: int = 20, min_test: int = 5) -> Path:
+def write_sgd_intents(folder: Path, min_train: int = 20, min_test: int = 5, split_by: str = "file") -> Path:
     """SGD user turns that start a new intent, labelled with it (FindRestaurants, BookHouse, ...):
-    every fifth dialogue file is test. Only intents with enough examples on both sides are kept."""
+    every fifth dialogue file (`split_by="file"`) or every fifth dialogue (`"dialogue"`) is test.
+    Only intents with enough examples on both sides are kept."""
     from collections import Counter
 
     rows: dict[str, list[tuple[str, str]]] = {"train": [], "test": []}
     files = sorted((SHARED / "sgd" / "train").glob("dialogues_*.json"))
+    count = 0
     for i, path in enumerate(files):
-        split = "test" if i % 5 == 4 else "train"
         for dialogue in json.loads(path.read_text(encoding="utf-8")):
+            split = "test" if (i if split_by == "file" else count) % 5 == 4 else "train"
+            count += 1
             previous = None
             for turn in dialogue["turns"]:
                 if turn["speaker"] != "USER":
@@ -87,7 +96,7 @@ def run_name(key: str, k: int, variant: str, seed: int) -> str:
 
 def finetune_command(minilm: str, key: str, k: int, seed: int, variant: str, out: Path,
                      quick: bool = False) -> list[str]:
-    _, data, pool = SETS[key] if key in SETS else ("", out.parent.parent / UNSEEN, out.parent.parent / UNSEEN / "train.csv")
+    _, data, pool = SETS[key] if key in SETS else ("", out.parent.parent / key, out.parent.parent / key / "train.csv")
     command = [sys.executable, "-m", "convssl", "finetune", "--config", "finetune_pool", "--model", minilm,
                "--data", str(data), "--k-shot", str(k), "--seed", str(seed), "--out", str(out), "--overwrite",
                "threads=1"]
@@ -112,7 +121,7 @@ def run_pool_stages(seq: Any, wanted: set[str], out: Path, doc: Path, quick: boo
              "pool-ablation": [("b77", 10, f"abl-{name}") for name in ABLATION]
              + [(key, k, variant) for key, k in HEAD_SETS if key != "b77" or k != 10
                 for variant in (QUICK_ABLATIONS if quick else SEEDED_ABLATIONS)],
-             "pool-unseen": [(UNSEEN, 10, v) for v in ("pool", "nopool")]}
+             "pool-unseen": [(key, 10, v) for key in UNSEEN_SETS for v in ("pool", "nopool")]}
     if "full-oos" in wanted:
         for name, overrides in OOS_RUNS.items():
             seq.run(f"full-oos/{name}", folder / name / "metrics.json",
@@ -129,15 +138,16 @@ def run_pool_stages(seq: Any, wanted: set[str], out: Path, doc: Path, quick: boo
                      "--seed", str(seed), "--out", str(folder / name), "--overwrite",
                      *(["epochs=1", "k_shot=20"] if quick else [])])
     if wanted & {"pool-unseen", "pool-ablation"}:
-        write_sgd_intents(out / UNSEEN)
-    seeds = SEEDS[:1] if quick else SEEDS  # the ablation and the unseen set: seed 0 only (time)
+        for key, split_by in UNSEEN_SETS.items():
+            write_sgd_intents(out / key, split_by=split_by)
+    seeds = SEEDS[:1] if quick else SEEDS  # the ablation's other variants and sets: seed 0 only (time)
     for stage, runs in plans.items():
         if stage not in wanted:
             continue
         for seed in seeds:
             for key, k, variant in runs:
-                if seed and (key == UNSEEN or (stage == "pool-ablation" and variant not in SEEDED_ABLATIONS)):
-                    continue  # the unseen set and the ablation's other variants: seed 0 only (time)
+                if seed and stage == "pool-ablation" and (key == UNSEEN or variant not in SEEDED_ABLATIONS):
+                    continue  # the ablation's other variants, and on the unseen set: seed 0 only (time)
                 name = run_name(key, k, variant, seed)
                 seq.run(f"{stage}/{name}", folder / name / "metrics.json",
                         finetune_command(minilm, key, k, seed, variant, folder / name, quick))
@@ -224,7 +234,7 @@ def render_pool_section(folder: Path, stages: dict[str, Any], minilm: str) -> st
     cpu_by_set: dict[str, list[float]] = {}
     peak_all = 0.0
     accs: dict[tuple[str, int, str], float] = {}
-    for key, k in (("b77", 10), ("b77", 5), ("c150", 10), (UNSEEN, 10)):
+    for key, k in (("b77", 10), ("b77", 5), ("c150", 10), *((key, 10) for key in UNSEEN_SETS)):
         base_text, base, _ = cell(runs, key, k, "nopool")
         head_text = cell(runs, key, k, "abl-head")[0]
         nocut_text = cell(runs, key, k, "abl-nocut")[0]
@@ -242,7 +252,7 @@ def render_pool_section(folder: Path, stages: dict[str, Any], minilm: str) -> st
         if k == 10:
             cpu_by_set[key] = cpu
         peak_all = max(peak_all, peak)
-        title = SETS[key][0] if key in SETS else "SGD user intents (12, a set convssl was never tuned on)"
+        title = SETS[key][0] if key in SETS else UNSEEN_TITLES[key]
         lines.append(f"| {title} | {k} | {base_text} | {head_text} | {nocut_text} | {top2_text} | {nomemory_text} | "
                      f"{pool_text} | "
                      f"{'–' if lift != lift else f'{lift:+.1f}'} | {_span(cpu)} | {stage_times(chosen)} | "
