@@ -24,6 +24,8 @@ def test_full_banking77_row_averages_the_seeds_it_finds_and_says_met_only_at_the
     assert "| 94.6 " in met and "seeds 1: 94.6" in met and met.endswith("| met |")
 
 
-def test_full_banking77_row_without_runs_falls_back_to_the_trained_table():
+def test_target_rows_without_their_runs_say_so_and_claim_no_number():
     row = results_pool.full_b77_target_row({"c150-full-e4-oe": _run(0.97)})
-    assert "trained table above" in row and row.endswith("| **not met** |")
+    assert "not run here (stage `full-b77`)" in row and row.endswith("| not run |")
+    oos = results_pool.oos_target_row({results_pool.full_b77_name(0): _run(0.94)})
+    assert "not run here (stage `full-oos`)" in oos and oos.endswith("| not run |")
