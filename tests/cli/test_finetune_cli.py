@@ -188,7 +188,7 @@ def test_bad_inputs_fail_with_one_clear_line(tiny_bert, banking, shared_data, tm
     # A tab-separated set without its header line: the error quotes the line it read as the header.
     headless = tmp_path / "headless.tsv"
     headless.write_text("play jazz\tmusic\n", encoding="utf-8")
-    assert "intent TSV header 'play jazz,music' needs a text column" in fails(
+    assert "intent TSV header 'play jazz\\tmusic' needs a text column" in fails(
         "--model", str(tiny_bert), "--data", str(headless), "--out", out)
     # A test label the training split never shows cannot be learned.
     with (banking / "test.csv").open("a", encoding="utf-8") as fh:

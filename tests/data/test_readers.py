@@ -202,7 +202,7 @@ def test_intent_sets_in_tab_separated_files(tmp_path: Path) -> None:
     headless = _write(tmp_path / "other" / "train.tsv", "play jazz\tmusic\n")
     rejects = RejectLog()
     assert read_inputs([headless], rejects=rejects).intents == []
-    assert "intent TSV header 'play jazz,music' needs a text column" in rejects.records[0]["message"]
+    assert "intent TSV header 'play jazz\\tmusic' needs a text column" in rejects.records[0]["message"]
 
 
 def test_format_override_and_unknown(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from convssl.data.readers._common import (
     line_reader,
     read_json_document,
 )
-from convssl.data.readers.csvfile import csv_table, header_columns
+from convssl.data.readers.csvfile import csv_table, delimiter_of, header_columns
 from convssl.data.rejects import RejectLog
 
 # Column names other intent sets use; the first present wins (a string `label_text` before an
@@ -78,7 +78,7 @@ def _read_csv(path: Path, rejects: RejectLog, max_line_bytes: int) -> Iterator[I
     line, header, cols, rows = table
     i_text, i_label = _field(cols, TEXT_COLUMNS), _field(cols, LABEL_COLUMNS)
     if i_text is None or i_label is None:
-        read = ",".join(header)
+        read = delimiter_of(path).join(header)
         kind = "TSV" if path.suffix.lower() == ".tsv" else "CSV"
         rejects.reject(path, line, "missing_field", f"intent {kind} header {read!r} needs a text column "
                        f"({' or '.join(TEXT_COLUMNS)}) and a label column ({' or '.join(LABEL_COLUMNS)})", read)
