@@ -354,6 +354,8 @@ def train_and_score(config: FinetuneRunConfig, model: Path, data: LabelledData, 
         val_metrics = training.get("val") or {}  # scored by the trainer after calibration
         test_metrics = evaluate_intents(classifier, data.test) if data.test else {}
         LOG.info("validation %s; test %s", val_metrics, test_metrics)
+    chance = at_chance_warnings(classifier.oos_label, {"validation": (val_metrics, data.val),
+                                                        "test": (test_metrics, data.test)})
     summary = {
         "method": config.method,
         "model": str(model),
@@ -376,10 +378,10 @@ def train_and_score(config: FinetuneRunConfig, model: Path, data: LabelledData, 
         "outliers": training.get("outliers"),
         "stage_seconds": training.get("stage_seconds"),
         "seconds": round(time.time() - started, 1),
-        "warnings": at_chance_warnings(classifier.oos_label, {"validation": (val_metrics, data.val),
-                                                              "test": (test_metrics, data.test)}),
+        # the pool recipe's warnings were logged as it ran; the results at chance are logged here
+        "warnings": [*chance, *(training.get("warnings") or [])],
     }
-    for warning in summary["warnings"]:
+    for warning in chance:
         LOG.warning("%s", warning)
     write_json_atomic(folder / "metrics.json", summary)
     if test_metrics:

@@ -45,6 +45,7 @@ def test_the_pool_lifts_a_two_shot_classifier(banking, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "the pool recipe" in printed and "2-shot" in printed and "unlabeled pool: 4" in printed
     assert "chosen on the unlabeled pool" in printed and "stage times: cache" in printed
+    assert "agreed on only" not in printed  # the set's own utterances are an in-domain pool
     base = json.loads((without / "metrics.json").read_text(encoding="utf-8"))
     lifted = json.loads((with_pool / "metrics.json").read_text(encoding="utf-8"))
     # Honest k-shot protocol: 2 labels per intent and nothing else; no validation carved from train.
@@ -80,6 +81,21 @@ def test_bad_pools_get_one_clear_line(banking, tmp_path, capsys, pool, flags, me
     err = capsys.readouterr().err.strip()
     assert rc == 2 and not out.exists()
     assert len(err.splitlines()) == 1 and re.search(message, err), err
+
+
+@pytest.mark.usefixtures("minilm_path")
+def test_a_pool_from_another_domain_is_named_in_a_warning(banking, shared_data, tmp_path, capsys):
+    # Restaurant and travel requests beside banking intents: the teacher and label propagation rarely agree.
+    sgd = tmp_path / "sgd"
+    sgd.mkdir()
+    dialogues = json.loads((shared_data / "sgd" / "train" / "dialogues_001.json").read_text(encoding="utf-8"))
+    (sgd / "dialogues_001.json").write_text(json.dumps(dialogues[:60]), encoding="utf-8")
+    out = tmp_path / "off-domain"
+    assert finetune("--data", str(banking), "--k-shot", "2", "--out", str(out), "--unlabeled", str(sgd)) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"WARNING: the teacher and label propagation agreed on only \d+% of the unlabeled pool", printed)
+    warnings = json.loads((out / "metrics.json").read_text(encoding="utf-8"))["warnings"]
+    assert any("another domain" in w for w in warnings)
 
 
 def test_a_k_shot_run_reads_no_label_beyond_its_shots(clinc_slice):
