@@ -345,7 +345,7 @@ def train_and_score(config: FinetuneRunConfig, model: Path, data: LabelledData, 
                 from convssl.downstream.pool_recipe import train_pool_recipe
 
                 classifier = train_pool_recipe(model, data.train, data.val, pool.texts if pool else None, config,
-                                               folder)
+                                               folder, pool_origins=pool.origins if pool else None)
             else:
                 classifier = finetune_intent(model, data.train, data.val, config, folder, outliers=outliers)
         except (ValueError, OSError, ModelFolderError) as exc:

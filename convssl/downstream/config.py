@@ -75,7 +75,7 @@ class PoolConfig:
     head_c: float = 10.0
     """Inverse L2 strength of the logistic-regression head."""
     max_pool: Annotated[int, Range(">= 2")] = 30000
-    """Pool utterances used at most (a seeded sample)."""
+    """Pool utterances used at most (a seeded sample, an equal share per --unlabeled source)."""
     memory_k: NonNegativeInt = 10
     """Nearest examples whose vote the saved classifier mixes with its head (0: no memory); the memory
     holds the last student's embeddings of the shots and the kept pool utterances."""

@@ -39,6 +39,7 @@ class Pool:
     sources: list[dict] = field(default_factory=list)
     removed_eval_overlap: int = 0
     removed_duplicates: int = 0
+    origins: list[int] = field(default_factory=list)  # per text, the index of its source in `sources`
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -121,6 +122,7 @@ def read_pool(paths: Sequence[str], drop_labels: bool = False, exclude: Iterable
     if not paths:
         raise PoolError("no unlabeled pool given")
     texts: list[str] = []
+    read_from: list[int] = []
     sources = []
     for path in paths:
         found, summary = read_one(path, drop_labels)
@@ -129,12 +131,14 @@ def read_pool(paths: Sequence[str], drop_labels: bool = False, exclude: Iterable
             raise PoolError(f"unlabeled pool {path}: no utterances found ({summary.get('rejected', 0)} records "
                             f"rejected{why})")
         texts += found
+        read_from += [len(sources)] * len(found)
         sources.append(summary)
     banned = {normalise(t) for t in exclude}
     seen: set[str] = set()
     kept: list[str] = []
+    origins: list[int] = []
     overlap = duplicates = 0
-    for text in texts:
+    for text, origin in zip(texts, read_from):
         key = normalise(text)
         if not key:
             continue
@@ -145,9 +149,10 @@ def read_pool(paths: Sequence[str], drop_labels: bool = False, exclude: Iterable
         else:
             seen.add(key)
             kept.append(text.strip())
+            origins.append(origin)
     if len(kept) < MIN_POOL:
         raise PoolError(f"unlabeled pool {', '.join(paths)}: only {len(kept)} usable utterance(s) after removing "
                         f"{overlap} evaluation texts and {duplicates} duplicates")
     LOG.info("unlabeled pool: %d utterances (%d evaluation texts and %d duplicates removed) from %s",
              len(kept), overlap, duplicates, ", ".join(paths))
-    return Pool(kept, sources, overlap, duplicates)
+    return Pool(kept, sources, overlap, duplicates, origins)

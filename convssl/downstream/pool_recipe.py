@@ -83,11 +83,44 @@ class StageClock:
         self._start = now
 
 
-def sample_pool(texts: Sequence[str], limit: int, seed: int) -> list[str]:
+def sample_pool(texts: Sequence[str], limit: int, seed: int, origins: Sequence[int] | None = None) -> list[str]:
+    """At most `limit` of `texts`, a seeded draw kept in the pool's order. With several sources (`origins`:
+    one source index per text) each source gets an equal share, and a source smaller than its share is kept
+    whole, its unused share going to the others: a large chat corpus passed beside a set's own utterances
+    cannot crowd them out (docs/ssl_recipe.md, a pool from another domain)."""
     if len(texts) <= limit:
         return list(texts)
-    rows = np.sort(np.random.default_rng(seed).choice(len(texts), size=limit, replace=False))
-    return [texts[i] for i in rows]
+    rng = np.random.default_rng(seed)
+    if origins is None or len(set(origins)) < 2:
+        rows = rng.choice(len(texts), size=limit, replace=False)
+    else:
+        by_source: dict[int, list[int]] = {}
+        for i, origin in enumerate(origins):
+            by_source.setdefault(origin, []).append(i)
+        quotas = equal_shares({source: len(found) for source, found in by_source.items()}, limit)
+        rows = np.concatenate([rng.choice(by_source[source], size=quota, replace=False)
+                               for source, quota in sorted(quotas.items())])
+    return [texts[i] for i in np.sort(rows)]
+
+
+def equal_shares(sizes: dict[int, int], limit: int) -> dict[int, int]:
+    """Split `limit` equally over sources of `sizes`, smallest first; a source smaller than its share is
+    taken whole and the rest is split again over the others (water-filling). Sums to min(limit, total)."""
+    quotas: dict[int, int] = {}
+    left = limit
+    waiting = sorted(sizes, key=lambda source: (sizes[source], source))
+    while waiting:
+        share = left // len(waiting)
+        if sizes[waiting[0]] <= share:
+            source = waiting.pop(0)
+            quotas[source] = sizes[source]
+            left -= sizes[source]
+            continue
+        extra = left - share * len(waiting)  # the remainder of the division, one each to the first sources
+        for i, source in enumerate(waiting):
+            quotas[source] = share + (1 if i < extra else 0)
+        break
+    return quotas
 
 
 def head_probabilities(embeddings: np.ndarray, head: tuple[torch.Tensor, torch.Tensor]) -> np.ndarray:
@@ -138,8 +171,11 @@ def train_pool_recipe(
     pool_texts: Sequence[str] | None,
     config: FinetuneConfig,
     out_dir: str | Path,
+    *,
+    pool_origins: Sequence[int] | None = None,
 ) -> IntentClassifier:
-    """Train on `train` (the only labels) and the unlabeled `pool_texts`; save like `finetune_intent`."""
+    """Train on `train` (the only labels) and the unlabeled `pool_texts`; save like `finetune_intent`.
+    `pool_origins` (one source index per pool text) shares `pool.max_pool` equally among the sources."""
     clock = StageClock()
     started = time.time()
     pc = config.pool
@@ -154,7 +190,11 @@ def train_pool_recipe(
     label_index = {label: i for i, label in enumerate(labels)}
     shot_ids = np.array([label_index[e.label] for e in in_train])
     labelled = {normalise(e.text) for e in train}  # a labelled text needs no pseudo-label
-    pool_list = sample_pool([t for t in pool_texts or [] if normalise(t) not in labelled], pc.max_pool, config.seed)
+    origins = list(pool_origins) if pool_origins else [0] * len(pool_texts or [])
+    if len(origins) != len(pool_texts or []):
+        raise ValueError(f"pool_origins has {len(origins)} entries for {len(pool_texts or [])} pool texts")
+    unlabelled = [(t, o) for t, o in zip(pool_texts or [], origins) if normalise(t) not in labelled]
+    pool_list = sample_pool([t for t, _ in unlabelled], pc.max_pool, config.seed, [o for _, o in unlabelled])
 
     encoder = Encoder.load(folder, pooling=config.pooling, max_length=config.max_length)
     # The pretraining kernels (cheaper dropout, fused attention): same weights and function, a

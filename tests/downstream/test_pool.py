@@ -79,3 +79,13 @@ def test_chitchat_pool_reads_every_turn(tmp_path):
     pool = read_pool(["chitchat"])
     assert len(pool) > 10_000
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_each_pool_text_remembers_its_source(tmp_path):
+    first, second = tmp_path / "a.txt", tmp_path / "b.txt"
+    first.write_text("where is my card\nI lost my card\n", encoding="utf-8")
+    second.write_text("where is my card\nhow are you today\nnice weather\n", encoding="utf-8")
+    pool = read_pool([str(first), str(second)])
+    # a duplicate keeps its first source; origins index `sources` in the order given
+    assert pool.texts == ["where is my card", "I lost my card", "how are you today", "nice weather"]
+    assert pool.origins == [0, 0, 1, 1] and len(pool.sources) == 2
