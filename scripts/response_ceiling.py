@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -54,24 +55,23 @@ def sgd_turns_by_id(sgd: Path) -> dict[str, list[dict[str, Any]]]:
 def annotated_pairs(dialogues: Sequence[Any], turns_by_id: dict[str, list[dict[str, Any]]], context_turns: int,
                     max_pairs: int, seed: int) -> tuple[list[tuple[str, str]], list[tuple[Signature, Signature]]]:
     """The evaluation's (context, reply) pairs in its order, with each reply's acts (with and without values)."""
-    from convssl.evaluate.response_selection import make_pairs
+    from convssl.evaluate.response_selection import placed_pairs
 
-    pairs = make_pairs(list(dialogues), context_turns, 0, seed)  # every pair, shuffled as the evaluation does
-    signatures: dict[tuple[str, str], list[tuple[Signature, Signature]]] = {}
     for dialogue in dialogues:
         raw = turns_by_id.get(dialogue.id)
         if raw is None or len(raw) != len(dialogue.turns):
             raise SystemExit(f"dialogue {dialogue.id}: not among the --sgd files with {len(dialogue.turns)} turns; "
                              "the ceiling needs SGD's act annotations of every scored dialogue")
-        texts = [t.text.strip() for t in dialogue.turns]
-        for i in range(1, len(texts)):
-            context = " ".join(t for t in texts[max(0, i - context_turns): i] if t)
-            if context and texts[i]:  # the pairs make_pairs keeps, in the same order before its shuffle
-                signatures.setdefault((context, texts[i]), []).append(
-                    (act_signature(raw[i]), act_signature(raw[i], values=False)))
-    # make_pairs shuffles; identical (context, reply) pairs take their signatures in turn
-    found = [signatures[pair].pop() for pair in pairs]
-    return (pairs[:max_pairs], found[:max_pairs]) if max_pairs > 0 else (pairs, found)
+    placed = placed_pairs(list(dialogues), context_turns, max_pairs, seed)
+    pairs = [(context, reply) for _, _, context, reply in placed]
+    turns = [turns_by_id[dialogues[d].id][i] for d, i, _, _ in placed]
+    return pairs, [(act_signature(turn), act_signature(turn, values=False)) for turn in turns]
+
+
+def twin_counts(batch: Sequence[Signature]) -> list[int]:
+    """For each reply of a batch, how many other candidates carry its signature."""
+    counts = Counter(batch)
+    return [counts[sig] - 1 for sig in batch]
 
 
 def ceiling(signatures: Sequence[Signature], candidates: int) -> dict[str, float]:
@@ -79,15 +79,9 @@ def ceiling(signatures: Sequence[Signature], candidates: int) -> dict[str, float
     batch as `recall_at_k` cuts them (a short tail batch dropped), and the share of pairs with a twin."""
     n = len(signatures)
     size = candidates if n >= candidates else n
-    expected, twinned = [], []
-    for b in range(max(n // size, 1)):
-        batch = signatures[b * size:(b + 1) * size]
-        for j, sig in enumerate(batch):
-            twins = sum(1 for k, other in enumerate(batch) if k != j and other == sig)
-            expected.append(1.0 / (1 + twins))
-            twinned.append(twins > 0)
-    return {"ceiling_recall@1": float(np.mean(expected)), "share_with_twin": float(np.mean(twinned)),
-            "pairs": len(expected), "candidates": size}
+    twins = [t for b in range(max(n // size, 1)) for t in twin_counts(signatures[b * size:(b + 1) * size])]
+    return {"ceiling_recall@1": float(np.mean([1.0 / (1 + t) for t in twins])),
+            "share_with_twin": float(np.mean([t > 0 for t in twins])), "pairs": len(twins), "candidates": size}
 
 
 def first_pick_agreement(sims_by_batch: Sequence[np.ndarray], signatures: Sequence[Signature]) -> float:
@@ -107,8 +101,7 @@ def wording_among_twins(sims_by_batch: Sequence[np.ndarray], signatures: Sequenc
     for b, sims in enumerate(sims_by_batch):
         size = sims.shape[0]
         batch = signatures[b * size:(b + 1) * size]
-        for j, row in enumerate(sims):
-            twins = sum(1 for k, other in enumerate(batch) if k != j and other == batch[j])
+        for j, (row, twins) in enumerate(zip(sims, twin_counts(batch))):
             top = int(np.argmax(row))
             if twins and batch[top] == batch[j]:
                 exact.append(top == j)

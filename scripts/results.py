@@ -286,18 +286,19 @@ def response_target_row(out: Path) -> str | None:
     value = 100 * ours["metrics"]["recall@1"]
     verdict = "met" if value >= RESPONSE_TARGET else "**not met**"
     against = f"; shipped MiniLM {100 * shipped['metrics']['recall@1']:.1f}" if shipped else ""
-    ceiling = response_ceiling(out)
+    ceiling = read_response_ceiling(out)
     if ceiling:
         against += (f"; a model that reads meaning perfectly, and not wording, would score "
-                    f"{100 * ceiling['ceiling_recall@1']:.1f} on these pairs: the response-selection section says why")
+                    f"{100 * ceiling['by_acts_and_values']['ceiling_recall@1']:.1f} on these pairs: the "
+                    "response-selection section says why")
     return (f"| response selection recall@1 of 100 on held-out dialogue files >= {RESPONSE_TARGET:.0f} | {value:.1f} "
             f"(MiniLM + convssl response selection, both stages{against}) | {verdict} |")
 
 
-def response_ceiling(out: Path) -> dict[str, Any] | None:
-    """The acts-and-values ceiling of `scripts/response_ceiling.py` on the held-out pairs, when it ran."""
+def read_response_ceiling(out: Path) -> dict[str, Any] | None:
+    """What `scripts/response_ceiling.py` found on the held-out pairs (stage `response-ceiling`), when it ran."""
     path = out / "response-ceiling.json"
-    return json.loads(path.read_text(encoding="utf-8")).get("by_acts_and_values") if path.exists() else None
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
 def with_target_row(text: str, row: str | None) -> str:
@@ -364,10 +365,9 @@ def response_section(out: Path, stages: dict[str, Any], minilm: str) -> str:
 
 def response_ceiling_paragraph(out: Path) -> list[str]:
     """What recall@1 can reach on these pairs (`scripts/response_ceiling.py`), when it ran."""
-    path = out / "response-ceiling.json"
-    if not path.exists():
+    found = read_response_ceiling(out)
+    if found is None:
         return []
-    found = json.loads(path.read_text(encoding="utf-8"))
     values, slots, model = found["by_acts_and_values"], found["by_acts_and_slots"], found.get("model", {})
     lines = ["", "How high recall@1 can go on these pairs. SGD annotates every turn with its dialogue acts (act, slot,",
              f"values). In {100 * values['share_with_twin']:.1f}% of the pairs, another of the {values['candidates']} "

@@ -17,19 +17,26 @@ from convssl.data.dialogue import Dialogue
 from convssl.evaluate.intent import similarities
 
 
-def make_pairs(dialogues: list[Dialogue], context_turns: int, max_pairs: int, seed: int) -> list[tuple[str, str]]:
-    """(context, response) for every turn after the first; a seeded sample when capped."""
+def placed_pairs(dialogues: list[Dialogue], context_turns: int, max_pairs: int,
+                 seed: int) -> list[tuple[int, int, str, str]]:
+    """(dialogue index, turn index, context, response) for every turn after the first, shuffled with
+    `seed`; a sample when capped. Where each pair sits lets a caller read the turn's annotations."""
     pairs = []
-    for dialogue in dialogues:
+    for d, dialogue in enumerate(dialogues):
         texts = [t.text.strip() for t in dialogue.turns]
         for i in range(1, len(texts)):
             context = " ".join(t for t in texts[max(0, i - context_turns) : i] if t)
             if context and texts[i]:
-                pairs.append((context, texts[i]))
+                pairs.append((d, i, context, texts[i]))
     random.Random(seed).shuffle(pairs)
     if max_pairs > 0:
         pairs = pairs[:max_pairs]
     return pairs
+
+
+def make_pairs(dialogues: list[Dialogue], context_turns: int, max_pairs: int, seed: int) -> list[tuple[str, str]]:
+    """(context, response) for every turn after the first; a seeded sample when capped."""
+    return [(context, response) for _, _, context, response in placed_pairs(dialogues, context_turns, max_pairs, seed)]
 
 
 def recall_at_k(ctx: Any, resp: Any, candidates: int, ks: tuple[int, ...] = (1, 10)) -> dict[str, Any]:
